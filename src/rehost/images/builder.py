@@ -1,0 +1,235 @@
+"""Build a real, bootable Debian source server image (root only).
+
+The image is what an on-premises server looks like to MGN: an MBR disk with one ext4 partition, booted by
+extlinux, whose fstab and kernel command line name the disk ``/dev/sda1`` (its IDE/SATA hardware), whose
+network configuration is static and pinned to its e1000 NIC's MAC address, and whose initramfs carries only
+the IDE/SATA drivers. So before conversion it boots on IDE + e1000 and fails on virtio.
+
+The debootstrap tree (plus the customisations every image shares) is cached as a tarball under
+``cache_dir`` keyed by suite, mirror, package list and recipe version: the first build takes minutes, the
+next ones seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from rehost.conversion.blockdev import (
+    CommandFailed,
+    chroot,
+    chroot_mounts,
+    loop_device,
+    make_single_partition_mbr,
+    mounted,
+    run,
+)
+from rehost.errors import RehostError
+
+log = logging.getLogger(__name__)
+
+Flavor = Literal["web", "minimal"]
+SUITE = "bookworm"
+#: The source VM's NIC MAC; its network config is pinned to it (QEMU's default MAC).
+SOURCE_MAC = "52:54:00:12:34:56"
+#: The name the pinned interface gets (not a name the kernel or udev would choose).
+SOURCE_IFNAME = "lan0"
+SITE_MARKER = "rehost-demo-site"
+#: Bump when the shared customisation below changes, so cached trees are rebuilt.
+RECIPE_VERSION = "3"
+
+BASE_PACKAGES = ("systemd-sysv", "linux-image-amd64", "python3", "openssh-server", "ifupdown",
+                 "isc-dhcp-client", "iproute2", "netbase", "wget", "ca-certificates")
+FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {"web": ("nginx-light",), "minimal": ()}
+#: IDE/SATA (ata_piix on QEMU pc, ahci), SCSI disk, ext4: no virtio, so the disk vanishes on virtio.
+INITRAMFS_MODULES = ("ata_piix", "ata_generic", "ahci", "sd_mod", "ext4")
+
+
+class ImageBuildError(RehostError):
+    """The source image could not be built."""
+
+
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """Return the Debian mirror URI configured for apt (deb822 ``.sources`` or one-line ``.list``).
+
+    Only the main archive is chosen (not ``-security``); raises `ImageBuildError` when none is configured.
+    """
+    files = sorted((apt_dir / "sources.list.d").glob("*.sources")) + [apt_dir / "sources.list"]
+    files += sorted((apt_dir / "sources.list.d").glob("*.list"))
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text(errors="replace")
+        uris = re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M)
+        for uri in uris:
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    raise ImageBuildError("no Debian mirror found in the apt configuration (/etc/apt/sources.list*)")
+
+
+def _cache_key(flavor: str, mirror: str) -> str:
+    pkgs = sorted(BASE_PACKAGES + FLAVOR_PACKAGES[flavor])
+    blob = json.dumps({"suite": SUITE, "mirror": mirror, "packages": pkgs, "recipe": RECIPE_VERSION})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_tree(cache_dir: Path, flavor: Flavor = "web") -> Path:
+    """Return the tarball of the customised debootstrap tree for ``flavor``, building it if missing."""
+    mirror = debian_mirror()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tarball = cache_dir / f"debian-{SUITE}-{flavor}-{_cache_key(flavor, mirror)}.tar"
+    if tarball.exists():
+        return tarball
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="build-") as tmp:
+        tree = Path(tmp) / "tree"
+        started = time.monotonic()
+        include = ",".join(BASE_PACKAGES + FLAVOR_PACKAGES[flavor])
+        try:
+            run(["debootstrap", "--variant=minbase", f"--include={include}", SUITE, str(tree), mirror],
+                timeout=1800)
+        except CommandFailed as exc:
+            raise ImageBuildError(f"debootstrap failed: {exc}") from exc
+        log.info("debootstrap %s took %.0f s", flavor, time.monotonic() - started)
+        _customise_tree(tree, flavor)
+        partial = tarball.with_suffix(".partial")
+        run(["tar", "-C", str(tree), "--numeric-owner", "--xattrs", "-cf", str(partial), "."], timeout=1800)
+        partial.rename(tarball)
+        log.info("cached tree %s after %.0f s", tarball, time.monotonic() - started)
+    return tarball
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _enable(tree: Path, unit: str, target: str = "multi-user.target") -> None:
+    wants = tree / "etc/systemd/system" / f"{target}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / unit
+    if not link.exists():
+        link.symlink_to(f"/etc/systemd/system/{unit}")
+
+
+def _customise_tree(tree: Path, flavor: str) -> None:
+    """Everything every image of ``flavor`` shares: disk naming, pinned static network, site, initramfs."""
+    _write(tree / "etc/fstab", "# <file system> <mount point> <type> <options> <dump> <pass>\n"
+           "/dev/sda1 / ext4 errors=remount-ro 0 1\n")
+    # Hardware-bound networking, as on a physical server: the NIC is renamed by its MAC and configured
+    # statically (10.0.2.15/24 via 10.0.2.2 matches QEMU user networking).
+    _write(tree / f"etc/systemd/network/10-{SOURCE_IFNAME}.link",
+           f"[Match]\nMACAddress={SOURCE_MAC}\n\n[Link]\nName={SOURCE_IFNAME}\n")
+    _write(tree / "etc/network/interfaces",
+           "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
+           f"allow-hotplug {SOURCE_IFNAME}\niface {SOURCE_IFNAME} inet static\n"
+           "    address 10.0.2.15/24\n    gateway 10.0.2.2\n")
+    _write(tree / "etc/resolv.conf", "nameserver 10.0.2.3\n")
+    # The site: nginx (web) or Python's http.server (minimal); both serve /var/www/html on port 80.
+    _write(tree / "var/www/html/index.html", f"<html><body><h1>{SITE_MARKER}</h1></body></html>\n")
+    if flavor == "minimal":
+        _write(tree / "etc/systemd/system/rehost-site.service",
+               "[Unit]\nDescription=rehost demo site\nAfter=network.target\n\n[Service]\n"
+               "ExecStart=/usr/bin/python3 -m http.server 80 --directory /var/www/html\nRestart=always\n\n"
+               "[Install]\nWantedBy=multi-user.target\n")
+        _enable(tree, "rehost-site.service")
+    # New content keeps arriving after the initial sync, so a launch shows how fresh its snapshot is.
+    _write(tree / "usr/local/sbin/rehost-writer",
+           "#!/bin/sh\nwhile true; do\n  date -u +%Y-%m-%dT%H:%M:%SZ > /var/www/html/heartbeat.txt.new\n"
+           "  mv /var/www/html/heartbeat.txt.new /var/www/html/heartbeat.txt\n"
+           "  date -u +%Y-%m-%dT%H:%M:%SZ >> /var/www/html/journal.txt\n  sleep 10\ndone\n", 0o755)
+    _write(tree / "etc/systemd/system/rehost-writer.service",
+           "[Unit]\nDescription=rehost demo content writer\n\n[Service]\nExecStart=/usr/local/sbin/rehost-writer\n"
+           "Restart=always\n\n[Install]\nWantedBy=multi-user.target\n")
+    _enable(tree, "rehost-writer.service")
+    (tree / "root/.ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Only the IDE/SATA drivers in the initramfs: a disk on virtio is not found until conversion adds them.
+    _write(tree / "etc/initramfs-tools/conf.d/rehost-source.conf", "MODULES=list\n")
+    _write(tree / "etc/initramfs-tools/modules", "".join(m + "\n" for m in INITRAMFS_MODULES))
+    with chroot_mounts(tree):
+        chroot(tree, ["update-initramfs", "-u", "-k", "all"])
+        chroot(tree, ["apt-get", "clean"])
+    shutil.rmtree(tree / "var/lib/apt/lists", ignore_errors=True)
+    (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+def kernel_version(root: Path) -> str:
+    """Return the newest kernel version installed under ``root``/boot."""
+    versions = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
+    if not versions:
+        raise ImageBuildError(f"no kernel in {root / 'boot'}")
+    return versions[-1]
+
+
+def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, flavor: Flavor = "web",
+                       hostname: str = "rehost-source", authorized_keys: str | None = None,
+                       marker: str | None = None) -> Path:
+    """Build a bootable raw disk image of a Debian source server at ``output`` and return its path.
+
+    The site on port 80 serves ``index.html`` containing `SITE_MARKER` (and ``marker`` when given);
+    ``authorized_keys`` goes to root's ``~/.ssh/authorized_keys``. The image boots on an IDE/SATA disk and
+    an e1000 NIC with MAC `SOURCE_MAC` (see `rehost.images.sourcevm`). The file appears atomically.
+    Raises `ImageBuildError`.
+    """
+    if flavor not in FLAVOR_PACKAGES:
+        raise ImageBuildError(f"unknown image flavor {flavor!r} (web, minimal)")
+    tarball = cached_tree(Path(cache_dir), flavor)
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    started = time.monotonic()
+    with open(partial, "wb") as f:
+        f.truncate(int(size_gib * 1024**3))
+    try:
+        part = make_single_partition_mbr(partial)
+        with tempfile.TemporaryDirectory(prefix="rehost-img-") as tmp, \
+                loop_device(partial, offset=part.offset, size=part.size) as dev:
+            # ^64bit: extlinux and small disks need no 64-bit ext4; keep the widest boot loader support.
+            run(["mkfs.ext4", "-q", "-O", "^64bit", str(dev)])
+            with mounted(dev, Path(tmp) / "root") as root:
+                run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-xf", str(tarball)], timeout=1800)
+                _personalise(root, hostname, authorized_keys, marker)
+                _install_extlinux(root)
+        # The MBR boot code that chains to the active partition's extlinux.
+        mbr = Path("/usr/lib/syslinux/mbr/mbr.bin").read_bytes()
+        with open(partial, "r+b") as f:
+            f.write(mbr[:440])
+        os.replace(partial, output)
+    except CommandFailed as exc:
+        partial.unlink(missing_ok=True)
+        raise ImageBuildError(f"building {output} failed: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    log.info("built %s (%s) in %.1f s", output, flavor, time.monotonic() - started)
+    return output
+
+
+def _personalise(root: Path, hostname: str, authorized_keys: str | None, marker: str | None) -> None:
+    _write(root / "etc/hostname", hostname + "\n")
+    _write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
+    if authorized_keys:
+        _write(root / "root/.ssh/authorized_keys", authorized_keys.rstrip("\n") + "\n", 0o600)
+    if marker:
+        _write(root / "var/www/html/index.html",
+               f"<html><body><h1>{SITE_MARKER}</h1><p id=\"marker\">{marker}</p></body></html>\n")
+    # A fresh machine-id per image, as two installed servers would have.
+    _write(root / "etc/machine-id", hashlib.sha256(os.urandom(16)).hexdigest()[:32] + "\n", 0o444)
+
+
+def _install_extlinux(root: Path) -> None:
+    ver = kernel_version(root)
+    bootdir = root / "boot/extlinux"
+    bootdir.mkdir(parents=True, exist_ok=True)
+    _write(bootdir / "extlinux.conf",
+           "SERIAL 0 115200\nDEFAULT linux\nTIMEOUT 1\nPROMPT 0\n\nLABEL linux\n"
+           f"  KERNEL /boot/vmlinuz-{ver}\n  INITRD /boot/initrd.img-{ver}\n"
+           "  APPEND root=/dev/sda1 ro console=tty0 console=ttyS0,115200\n")
+    run(["extlinux", "--install", str(bootdir)])

@@ -1,0 +1,289 @@
+"""The default target: each instance is a local QEMU VM (virtio disk and NIC, serial console, QMP).
+
+Layout, one directory per instance under ``instances_dir`` (``D/instances``)::
+
+    <i-id>/instance.json   the persisted record (spec, state, pid, ports): the source of truth
+    <i-id>/disk.qcow2      copy-on-write overlay whose backing file is the converted image
+    <i-id>/console.log     everything the guest wrote to its serial port
+    <i-id>/qmp.sock        QMP control socket
+    accel.json             the cached accelerator probe
+
+Networking is QEMU user mode with ``restrict=on``: the guest reaches nothing; each ingress port of the
+launch template is forwarded from a free 127.0.0.1 port, and 127.0.0.1 is the instance's "public IP".
+QEMU runs daemonized, so instances outlive the control plane; a new `QemuTarget` on the same directory
+re-attaches to them by pid and QMP. Methods are safe to call from several threads (one lock per driver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rehost.errors import NotFound, TargetError
+from rehost.targets.accel import choose_accelerator
+from rehost.targets.base import InstanceState, LaunchSpec, TargetInstance
+from rehost.targets.qemuproc import (
+    QEMU,
+    QMP,
+    free_port,
+    kill,
+    pid_alive,
+    port_is_free,
+    start_daemon,
+    user_netdev,
+)
+
+log = logging.getLogger(__name__)
+
+PUBLIC_IP = "127.0.0.1"
+GUEST_IP = "10.0.2.15"  # what QEMU's user-mode DHCP hands the guest
+SHUTDOWN_GRACE = 60.0  # seconds a guest gets to power off before QEMU is stopped hard
+
+
+class QemuTarget:
+    """`TargetDriver` on local QEMU. ``accel`` is "auto" (probe once, cache), "kvm" or "tcg".
+
+    With "auto" the KVM probe boots the kernel file ``vmlinuz`` found beside a launched ``disk_image``
+    (the converter leaves it there); without one the driver uses TCG.
+    """
+
+    def __init__(self, instances_dir: Path, accel: str = "auto") -> None:
+        if accel not in ("auto", "kvm", "tcg"):
+            raise TargetError(f"unknown accelerator {accel!r} (auto, kvm, tcg)")
+        self.dir = Path(instances_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.requested_accel = accel
+        self._lock = threading.RLock()
+
+    # ---- records ---------------------------------------------------------------------------------
+    def _rec_path(self, instance_id: str) -> Path:
+        return self.dir / instance_id / "instance.json"
+
+    def _load(self, instance_id: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self._rec_path(instance_id).read_text()))
+        except FileNotFoundError:
+            raise NotFound(f"The instance ID '{instance_id}' does not exist", resource_id=instance_id,
+                           resource_type="instance") from None
+        except ValueError as exc:
+            raise TargetError(f"instance record of {instance_id} is damaged: {exc}") from exc
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        path = self._rec_path(rec["instance_id"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    def _to_instance(self, rec: dict[str, Any]) -> TargetInstance:
+        state = InstanceState(rec["state"])
+        live = state in (InstanceState.PENDING, InstanceState.RUNNING, InstanceState.STOPPING)
+        return TargetInstance(
+            instance_id=rec["instance_id"], instance_type=rec["instance_type"], state=state,
+            public_ip=PUBLIC_IP if live else "", private_ip=GUEST_IP if live else "",
+            port_map={int(k): int(v) for k, v in rec["port_map"].items()} if live else {},
+            launch_time=datetime.fromisoformat(rec["launch_time"]), vcpus=rec["vcpus"],
+            memory_mib=rec["memory_mib"], state_reason=rec.get("state_reason", ""),
+            accelerator=rec.get("accel", ""), tags=dict(rec.get("tags", {})))
+
+    # ---- QEMU ------------------------------------------------------------------------------------
+    def _accel(self, disk_image: Path) -> str:
+        return choose_accelerator(self.requested_accel, self.dir / "accel.json", disk_image.parent / "vmlinuz")
+
+    def _boot(self, rec: dict[str, Any]) -> None:
+        """Start QEMU for ``rec`` (ports re-chosen if the old ones were taken meanwhile)."""
+        idir = self.dir / rec["instance_id"]
+        ports = {int(k): int(v) for k, v in rec.get("port_map", {}).items()}
+        for attempt in range(3):
+            for guest in rec["ingress_ports"]:
+                if guest not in ports or attempt > 0 or not port_is_free(ports[guest]):
+                    ports[guest] = free_port()
+            argv = [QEMU, "-name", rec["instance_id"], "-machine", "pc", "-accel", rec["accel"],
+                    "-cpu", "max" if rec["accel"] == "tcg" else "host",
+                    "-smp", str(rec["vcpus"]), "-m", str(rec["memory_mib"]),
+                    "-nodefaults", "-display", "none", "-vga", "none",
+                    "-drive", f"file={idir / 'disk.qcow2'},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
+                    "-netdev", user_netdev("net0", ports), "-device", "virtio-net-pci,netdev=net0",
+                    "-serial", f"file:{idir / 'console.log'}",
+                    "-qmp", f"unix:{idir / 'qmp.sock'},server=on,wait=off",
+                    "-device", "virtio-rng-pci"]
+            _keep_previous_console(idir)
+            try:
+                rec["pid"] = start_daemon(argv, idir)
+            except TargetError as exc:
+                if "forwarding" in str(exc) and attempt < 2:
+                    continue  # a port taken between choosing and binding it
+                raise
+            rec["port_map"] = {str(k): v for k, v in ports.items()}
+            rec["booted_at"] = time.time()
+            return
+
+    def _refresh(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Reconcile a record with the process it names (it may have exited or booted meanwhile)."""
+        state = rec["state"]
+        if state in ("stopped", "terminated"):
+            return rec
+        marker = str(self.dir / rec["instance_id"])
+        if not pid_alive(rec.get("pid"), marker):
+            if state == "stopping":
+                rec["state"], rec["state_reason"] = "stopped", "Client.UserInitiatedShutdown"
+            else:
+                rec["state"], rec["state_reason"] = "stopped", "Server.InternalError: the VM process exited"
+            rec["pid"] = None
+            self._save(rec)
+        elif state == "pending" and self._guest_started(rec):
+            rec["state"] = "running"
+            self._save(rec)
+        return rec
+
+    def _guest_started(self, rec: dict[str, Any]) -> bool:
+        """The guest counts as running once QEMU runs it and it has written to its serial console."""
+        console = self.dir / rec["instance_id"] / "console.log"
+        try:
+            if console.stat().st_size == 0:
+                return False
+            with QMP(self.dir / rec["instance_id"] / "qmp.sock") as qmp:
+                return bool(qmp.command("query-status").get("running"))
+        except (OSError, TargetError):
+            return False
+
+    # ---- TargetDriver ----------------------------------------------------------------------------
+    def launch(self, spec: LaunchSpec) -> TargetInstance:
+        disk_image = Path(spec.disk_image).resolve()
+        if not disk_image.is_file():
+            raise TargetError(f"disk image {disk_image} does not exist")
+        idir = self.dir / spec.instance_id
+        with self._lock:
+            try:
+                idir.mkdir(parents=True)
+            except FileExistsError:
+                raise TargetError(f"instance {spec.instance_id} already exists") from None
+            try:
+                fmt = "qcow2" if _is_qcow2(disk_image) else "raw"
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(disk_image),
+                                str(idir / "disk.qcow2")], check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError) as exc:
+                shutil.rmtree(idir, ignore_errors=True)
+                raise TargetError(f"cannot create the disk of {spec.instance_id}: {exc}") from exc
+            rec: dict[str, Any] = {
+                "instance_id": spec.instance_id, "instance_type": spec.instance_type, "vcpus": spec.vcpus,
+                "memory_mib": spec.memory_mib, "disk_image": str(disk_image),
+                "ingress_ports": sorted(set(spec.ingress_ports)), "tags": dict(spec.tags),
+                "launch_time": datetime.now(UTC).isoformat(), "state": "pending", "pid": None,
+                "port_map": {}, "accel": self._accel(disk_image)}
+            if spec.user_data:
+                (idir / "user-data").write_bytes(spec.user_data)
+            self._save(rec)
+            try:
+                self._boot(rec)
+            except TargetError as exc:
+                rec["state"], rec["state_reason"] = "terminated", f"Server.InternalError: {exc}"
+                self._save(rec)
+                (idir / "disk.qcow2").unlink(missing_ok=True)
+                raise
+            self._save(rec)
+            log.info("launched %s (%s, %d vCPU, %d MiB, %s) ports %s", spec.instance_id, spec.instance_type,
+                     spec.vcpus, spec.memory_mib, rec["accel"], rec["port_map"])
+            return self._to_instance(rec)
+
+    def describe(self, instance_id: str) -> TargetInstance:
+        with self._lock:
+            return self._to_instance(self._refresh(self._load(instance_id)))
+
+    def list(self) -> list[TargetInstance]:
+        with self._lock:
+            recs = []
+            for path in self.dir.glob("i-*/instance.json"):
+                with contextlib.suppress(NotFound, TargetError):
+                    recs.append(self._refresh(self._load(path.parent.name)))
+        recs.sort(key=lambda r: r["launch_time"])
+        return [self._to_instance(r) for r in recs]
+
+    def console_output(self, instance_id: str) -> str:
+        self._load(instance_id)
+        idir = self.dir / instance_id
+        parts = []
+        for name in ("console.prev.log", "console.log"):
+            with contextlib.suppress(FileNotFoundError):
+                parts.append((idir / name).read_bytes().decode(errors="replace"))
+        return "".join(parts)
+
+    def stop(self, instance_id: str) -> TargetInstance:
+        with self._lock:
+            rec = self._refresh(self._load(instance_id))
+            if rec["state"] == "terminated":
+                raise TargetError(f"instance {instance_id} is terminated")
+            if rec["state"] in ("stopped", "stopping"):
+                return self._to_instance(rec)
+            rec["state"] = "stopping"
+            self._save(rec)
+            pid, marker = rec["pid"], str(self.dir / instance_id)
+        # An ACPI power-off lets the guest flush and shut down; QEMU then exits by itself (-no-shutdown
+        # is not given). A watcher stops it hard if the guest ignores the request.
+        try:
+            with QMP(self.dir / instance_id / "qmp.sock") as qmp:
+                qmp.command("system_powerdown")
+        except TargetError:
+            kill(pid, marker)
+        threading.Thread(target=self._reap, args=(pid, marker), daemon=True).start()
+        return self.describe(instance_id)
+
+    def _reap(self, pid: int, marker: str) -> None:
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while time.monotonic() < deadline and pid_alive(pid, marker):
+            time.sleep(0.5)
+        kill(pid, marker)
+
+    def start(self, instance_id: str) -> TargetInstance:
+        with self._lock:
+            rec = self._refresh(self._load(instance_id))
+            if rec["state"] != "stopped":
+                raise TargetError(f"instance {instance_id} is {rec['state']}, not stopped")
+            self._boot(rec)
+            rec["state"], rec["state_reason"] = "pending", ""
+            self._save(rec)
+            return self._to_instance(rec)
+
+    def terminate(self, instance_id: str) -> None:
+        with self._lock:
+            rec = self._load(instance_id)
+            if rec["state"] == "terminated":
+                return
+            kill(rec.get("pid") or 0, str(self.dir / instance_id), grace=2.0)
+            idir = self.dir / instance_id
+            for name in ("disk.qcow2", "qmp.sock", "qemu.pid"):
+                (idir / name).unlink(missing_ok=True)
+            rec.update(state="terminated", pid=None, state_reason="Client.UserInitiatedShutdown")
+            self._save(rec)
+            log.info("terminated %s", instance_id)
+
+    def wait_for_console(self, instance_id: str, text: str, timeout: float) -> bool:
+        """Wait until ``text`` appears on the instance's serial console; False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.console_output(instance_id):
+                return True
+            time.sleep(0.5)
+        return False
+
+
+def _is_qcow2(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"QFI\xfb"
+
+
+def _keep_previous_console(idir: Path) -> None:
+    """QEMU truncates its serial file on start: move an earlier boot's output to console.prev.log."""
+    current = idir / "console.log"
+    if not current.exists():
+        return
+    with open(idir / "console.prev.log", "ab") as prev:
+        prev.write(current.read_bytes())
+    current.unlink()
