@@ -192,7 +192,9 @@ def test_agent_side_modules_are_python38_and_stdlib_only(name: str) -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for mod in names:
                 top = mod.split(".")[0]
-                assert top in sys.stdlib_module_names or top in allowed_optional or mod == "rehost.errors", mod
+                assert top in sys.stdlib_module_names or top in allowed_optional or mod == "rehost.errors", (
+                    mod
+                )
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             # `X | Y` of types outside annotations needs 3.10; only ints may be or-ed at run time here
             assert not isinstance(node.left, ast.Name) or node.left.id not in {"str", "int", "bytes", "None"}

@@ -574,6 +574,11 @@ class FrameReader:
             self._end += n
         return True
 
+    @property
+    def pending(self) -> bool:
+        """Whether part of a frame has been received and not yet returned."""
+        return self._end != self._start
+
     def read(self) -> Message | None:
         if not self._fill(HEADER_SIZE):
             if self._end != self._start:

@@ -1,0 +1,433 @@
+"""The replication server: receives agents' block streams into staging volumes and takes snapshots.
+
+One thread per connection reads frames with ``recv_into`` into a preallocated buffer (``FrameReader``) and
+applies them under the source server's lock; a timer thread takes periodic snapshots. What a caller (the
+CLI, tests) may rely on:
+
+* A session is bound to the source server ID of its HELLO, authenticated by that ID's token; it can only
+  touch that server's staging volumes. A wrong token gets ERROR(AUTH) and the connection is closed.
+* The server accepts only HELLO (first, once), WRITE, HAVE, FLUSH, SNAPSHOT and PING. Any other, unknown,
+  oversized or malformed frame gets ERROR(PROTOCOL) and the connection is closed; nothing of that frame is
+  applied (frames before it were).
+* FLUSH_ACK(seq) and SNAPSHOT_OK(seq) are sent only once every earlier write is on stable storage.
+* A snapshot covers all of the source server's disks at one point of the stream (the lock is held while
+  it is taken). Periodic snapshots happen only at a FLUSH boundary and only when something changed.
+* A newer session for the same source server supersedes the older one (an agent reconnecting after a
+  network failure does not wait for the old connection to time out).
+* ``stop()`` lets each session finish the frame it is reading, then closes everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from rehost.errors import ProtocolError, RehostError, ReplicationError
+from rehost.replication import protocol as p
+from rehost.replication.auth import load_or_create_key, verify_token
+from rehost.replication.snapshots import SnapshotBackend, StoreBackend
+from rehost.replication.staging import SourceStaging, StagingVolume
+
+log = logging.getLogger(__name__)
+
+MAX_DISKS = 64
+MAX_DISK_SIZE = 1 << 50  # 1 PiB: beyond that a size is a mistake, not a disk
+POLL = 0.5  # seconds between checks of the stop flag while a connection is idle
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    server_id: str
+    host: str = "127.0.0.1"
+    port: int = p.DEFAULT_PORT
+    snapshot_interval: float = 600.0  # seconds; 0 disables periodic snapshots
+    idle_timeout: float = 300.0  # a session that sends nothing (not even PING) for this long is closed
+    handshake_timeout: float = 30.0
+
+
+@dataclass
+class SourceState:
+    """Everything the server holds for one source server; ``lock`` serialises all access."""
+
+    source_server_id: str
+    staging: SourceStaging
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    session: Session | None = None
+    last_snapshot: float = field(default_factory=time.monotonic)
+
+
+class _Stop(Exception):
+    """Ends a session quietly."""
+
+
+class Session:
+    """One agent connection. Runs in its own thread."""
+
+    def __init__(self, server: ReplicationServer, conn: socket.socket, peer: str) -> None:
+        self.server = server
+        self.conn = conn
+        self.peer = peer
+        self.source: SourceState | None = None
+        self.volumes: list[StagingVolume] = []
+        self.superseded = False
+
+    # -- framing -----------------------------------------------------------------------------------------
+
+    def _send(self, msg: p.Message) -> None:
+        p.send(self.conn, msg)
+
+    def _refuse(self, code: p.ErrorCode, message: str) -> None:
+        """Best effort ERROR, then the caller closes."""
+        log.warning("%s: %s: %s", self.peer, code.name, message)
+        try:
+            self.conn.settimeout(5.0)
+            self._send(p.Error(code, message))
+        except (OSError, ssl.SSLError):
+            pass
+
+    def _read(self, reader: p.FrameReader) -> p.Message | None:
+        """The next frame, polling so ``stop()`` and the idle timeout are noticed between frames."""
+        idle_since = time.monotonic()
+        while True:
+            try:
+                return reader.read()
+            except TimeoutError:
+                # a partial frame stays buffered in the reader; the read resumes where it was
+                if self.server.stopping.is_set() and not reader.pending:
+                    self._refuse(p.ErrorCode.SHUTDOWN, "replication server is stopping")
+                    raise _Stop() from None
+                if self.superseded:
+                    raise _Stop() from None
+                if time.monotonic() - idle_since > self.server.config.idle_timeout:
+                    self._refuse(p.ErrorCode.PROTOCOL, "idle timeout")
+                    raise _Stop() from None
+
+    # -- the conversation --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.conn.settimeout(POLL)
+            reader = p.FrameReader(self.conn)
+            first = self._read(reader)
+            if first is None:
+                return
+            if not isinstance(first, p.Hello):
+                raise ProtocolError(f"expected HELLO, got {first.TYPE.name}")
+            self._hello(first)
+            while True:
+                msg = self._read(reader)
+                if msg is None:
+                    log.info("%s: %s disconnected", self.peer, self._sid())
+                    return
+                self._dispatch(msg)
+                if self.server.stopping.is_set():  # a busy stream never idles: check between frames too
+                    self._refuse(p.ErrorCode.SHUTDOWN, "replication server is stopping")
+                    return
+        except ProtocolError as exc:
+            self._refuse(p.ErrorCode.PROTOCOL, str(exc))
+        except p.ServerError as exc:  # a refusal decided below: already logged by _refuse
+            del exc
+        except _Stop:
+            pass
+        except (OSError, ssl.SSLError) as exc:
+            log.info("%s: connection lost: %s", self.peer, exc)
+        except Exception:
+            log.exception("%s: internal error", self.peer)
+            self._refuse(p.ErrorCode.INTERNAL, "internal error")
+        finally:
+            self._detach()
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+
+    def _sid(self) -> str:
+        return self.source.source_server_id if self.source else "-"
+
+    def _fail(self, code: p.ErrorCode, message: str) -> NoReturn:
+        self._refuse(code, message)
+        raise p.ServerError(code, message)
+
+    def _hello(self, hello: p.Hello) -> None:
+        if hello.version != p.PROTOCOL_VERSION:
+            self._fail(
+                p.ErrorCode.VERSION, f"protocol version {hello.version} unsupported; use {p.PROTOCOL_VERSION}"
+            )
+        if not verify_token(self.server.key, hello.source_server_id, hello.token):
+            self._fail(p.ErrorCode.AUTH, f"invalid replication token for {hello.source_server_id!r}")
+        if not 0 < len(hello.disks) <= MAX_DISKS:
+            self._fail(p.ErrorCode.BAD_DISK, f"a HELLO must list 1 to {MAX_DISKS} disks")
+        names = [d.device_name for d in hello.disks]
+        if len(set(names)) != len(names) or any(not 0 < d.size <= MAX_DISK_SIZE for d in hello.disks):
+            self._fail(p.ErrorCode.BAD_DISK, "duplicate device names or invalid disk sizes")
+        try:
+            source = self.server.attach(hello.source_server_id, self)
+        except ReplicationError as exc:
+            self._fail(p.ErrorCode.BAD_DISK, exc.message)
+        with source.lock:
+            if self.superseded:
+                raise _Stop()
+            try:
+                resume = source.staging.attach(hello.disks)
+            except (OSError, RehostError) as exc:
+                self._fail(p.ErrorCode.IO, f"cannot open staging volumes: {exc}")
+            self.volumes = list(source.staging.volumes)
+        log.info(
+            "%s: %s connected, disks %s, resume %s",
+            self.peer,
+            hello.source_server_id,
+            names,
+            [(r.durable_seq, r.is_new) for r in resume],
+        )
+        self._send(p.HelloOk(self.server.config.server_id, resume, encodings=p.available_encodings()))
+
+    def _dispatch(self, msg: p.Message) -> None:
+        source = self.source
+        assert source is not None
+        with source.lock:
+            if self.superseded:
+                raise _Stop()
+            if isinstance(msg, p.Write):
+                self._write(source, msg)
+            elif isinstance(msg, p.Have):
+                self._have(source, msg)
+            elif isinstance(msg, p.Flush):
+                self._commit(source, msg.seq)
+                self._send(p.FlushAck(msg.seq))
+            elif isinstance(msg, p.Snapshot):
+                self._commit(source, msg.seq)
+                try:
+                    snap_id, taken_at = self.server.take_snapshot(source)
+                except RehostError as exc:
+                    self._fail(p.ErrorCode.SNAPSHOT, exc.message)
+                self._send(p.SnapshotOk(msg.seq, msg.request_id, snap_id, int(taken_at.timestamp() * 1000)))
+            elif isinstance(msg, p.Ping):
+                self._send(p.Pong(msg.seq))
+            else:
+                raise ProtocolError(f"{msg.TYPE.name} is not accepted by a replication server")
+
+    def _volume(self, disk: int, offset: int, length: int) -> StagingVolume:
+        if not 0 <= disk < len(self.volumes):
+            raise ProtocolError(f"disk index {disk} out of range")
+        vol = self.volumes[disk]
+        if offset < 0 or offset + length > vol.size:
+            raise ProtocolError(
+                f"write of {length} bytes at {offset} is beyond {vol.device_name} ({vol.size} bytes)"
+            )
+        return vol
+
+    def _write(self, source: SourceState, msg: p.Write) -> None:
+        vol = self._volume(msg.disk, msg.offset, msg.length)
+        if msg.encoding is p.Encoding.REF:
+            data = self.server.snapshots.get_chunk(bytes(msg.payload))
+            if data is None:
+                self._fail(
+                    p.ErrorCode.MISSING_CHUNK, f"the chunk store does not hold {bytes(msg.payload).hex()}"
+                )
+            if len(data) < msg.length:
+                raise ProtocolError("REF length exceeds the chunk's size")
+            payload: p.BytesLike = memoryview(data)[: msg.length]
+        elif msg.encoding is p.Encoding.ZERO:
+            payload = b""
+        else:
+            payload = p.decompress(
+                msg.encoding, msg.payload, msg.length
+            )  # validated before anything is written
+        try:
+            source.staging.before_write()
+            if msg.encoding is p.Encoding.ZERO:
+                vol.write_zeros(msg.offset, msg.length)
+            else:
+                vol.write(msg.offset, payload)
+        except OSError as exc:
+            self._fail(p.ErrorCode.IO, f"cannot write {vol.device_name}: {exc}")
+
+    def _have(self, source: SourceState, msg: p.Have) -> None:
+        if not 0 <= msg.disk < len(self.volumes):
+            raise ProtocolError(f"disk index {msg.disk} out of range")
+        vol = self.volumes[msg.disk]
+        held = []
+        for index, digest in msg.entries:
+            offset = index * p.CHUNK_SIZE
+            if offset >= vol.size:
+                raise ProtocolError(f"chunk {index} is beyond {vol.device_name}")
+            data = self.server.snapshots.get_chunk(digest)
+            length = min(p.CHUNK_SIZE, vol.size - offset)
+            if data is None or len(data) != length:
+                held.append(False)
+                continue
+            try:
+                source.staging.before_write()
+                vol.write(offset, data)
+            except OSError as exc:
+                self._fail(p.ErrorCode.IO, f"cannot write {vol.device_name}: {exc}")
+            held.append(True)
+        self._send(p.HaveReply.from_flags(msg.request_id, held))
+
+    def _commit(self, source: SourceState, seq: int) -> None:
+        try:
+            source.staging.commit(seq)
+        except OSError as exc:
+            self._fail(p.ErrorCode.IO, f"cannot make staging durable: {exc}")
+
+    def _detach(self) -> None:
+        if self.source is not None:
+            self.server.detach(self.source, self)
+
+    def supersede(self) -> None:
+        """Called by a newer session of the same source server (from its thread)."""
+        self.superseded = True
+
+
+class ReplicationServer:
+    """Listens, authenticates, stages and snapshots. ``start()`` binds and returns; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        ssl_context: ssl.SSLContext | None,
+        snapshots: SnapshotBackend | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.ssl_context = ssl_context
+        self.key = load_or_create_key(config.data_dir)
+        self.snapshots = snapshots if snapshots is not None else StoreBackend(config.data_dir)
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.address: tuple[str, int] = (config.host, config.port)
+        self._sources: dict[str, SourceState] = {}
+        self._sources_lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> tuple[str, int]:
+        try:
+            listener = socket.create_server(
+                (self.config.host, self.config.port), backlog=64, reuse_port=False
+            )
+        except OSError as exc:
+            raise ReplicationError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
+        listener.settimeout(POLL)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        for target, name in ((self._accept_loop, "accept"), (self._timer_loop, "snapshot-timer")):
+            thread = threading.Thread(target=target, name=f"{self.config.server_id}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self.address
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let sessions finish their current frame, close the staging volumes."""
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._listener is not None:
+            self._listener.close()
+        with self._sources_lock:
+            for source in self._sources.values():
+                with source.lock:
+                    source.staging.close()
+            self._sources.clear()
+
+    # -- connections -------------------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self.stopping.is_set():
+            try:
+                conn, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self.stopping.is_set():
+                    log.error("accept failed: %s", exc)
+                    time.sleep(POLL)
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn, f"{addr[0]}:{addr[1]}"), daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _serve(self, conn: socket.socket, peer: str) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                conn.settimeout(self.config.handshake_timeout)
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("%s: TLS handshake failed: %s", peer, exc)
+                conn.close()
+                return
+        Session(self, conn, peer).run()
+
+    def attach(self, source_server_id: str, session: Session) -> SourceState:
+        """Bind ``session`` to its source server, superseding an older session of the same server."""
+        with self._sources_lock:
+            source = self._sources.get(source_server_id)
+            if source is None:
+                source = SourceState(source_server_id, SourceStaging(self.config.data_dir, source_server_id))
+                self._sources[source_server_id] = source
+            old, source.session = source.session, session
+            session.source = source
+        if old is not None:
+            log.info("%s: new session supersedes %s", source_server_id, old.peer)
+            old.supersede()
+        return source
+
+    def detach(self, source: SourceState, session: Session) -> None:
+        with self._sources_lock:
+            if source.session is session:
+                source.session = None
+
+    # -- snapshots ---------------------------------------------------------------------------------------
+
+    def take_snapshot(self, source: SourceState) -> tuple[str, datetime]:
+        """Snapshot all of ``source``'s disks as staged now. The caller holds ``source.lock``."""
+        taken_at = self.clock()
+        volumes = {v.device_name: (v.path, v.size, v.dirty_chunks()) for v in source.staging.volumes}
+        if not volumes:
+            raise p.ServerError(p.ErrorCode.SNAPSHOT, "no disks staged yet")
+        try:
+            snap_id = self.snapshots.create(source.source_server_id, volumes, taken_at)
+        except RehostError as exc:
+            raise ReplicationError(f"snapshot of {source.source_server_id} failed: {exc.message}") from exc
+        source.staging.snapshot_done()
+        source.last_snapshot = time.monotonic()
+        log.info("%s: snapshot %s of %d disk(s)", source.source_server_id, snap_id, len(volumes))
+        try:
+            self.snapshots.apply_retention(source.source_server_id, taken_at)
+        except RehostError as exc:  # retention failing must not fail the snapshot the agent asked for
+            log.warning("%s: retention failed: %s", source.source_server_id, exc.message)
+        return snap_id, taken_at
+
+    def _timer_loop(self) -> None:
+        interval = self.config.snapshot_interval
+        if interval <= 0:
+            return
+        while not self.stopping.wait(min(5.0, max(0.2, interval / 4))):
+            with self._sources_lock:
+                sources = list(self._sources.values())
+            for source in sources:
+                if time.monotonic() - source.last_snapshot < interval:
+                    continue
+                with source.lock:
+                    # only at a FLUSH boundary: staged data between two FLUSHes may be half a write
+                    if source.staging.in_flight or not source.staging.has_changes():
+                        continue
+                    try:
+                        self.take_snapshot(source)
+                    except RehostError as exc:
+                        log.error("%s: periodic snapshot failed: %s", source.source_server_id, exc.message)
+                        source.last_snapshot = time.monotonic()  # retry after another interval

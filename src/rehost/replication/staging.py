@@ -1,0 +1,292 @@
+"""Staging volumes: one sparse file per source disk, plus what the next snapshot must include.
+
+Layout under ``D/staging/<source-server-id>/``::
+
+    <disk_key>.img     the disk's bytes, a sparse file exactly the disk's size
+    <disk_key>.dirty   bitmap of the CHUNK_SIZE chunks written since the last snapshot (bit i = chunk i)
+    state.json         per disk: size, durable_seq, all_dirty; and whether writes are in flight
+
+Guarantees a caller can rely on:
+
+* ``commit(seq)`` returns only after the data of every write before it and the dirty bitmaps are on stable
+  storage (fdatasync, then atomic replace + fsync of the metadata), recording ``seq`` as each disk's
+  ``durable_seq``.
+* After a crash, the dirty set on disk covers every chunk written since the last snapshot: writes after the
+  last commit are resent by the agent (their seq is above ``durable_seq``), and a crash with writes in
+  flight marks every disk ``all_dirty`` so nothing unrecorded can be missed by the next snapshot.
+
+Not thread-safe: the replication server serialises access per source server with a lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from rehost.errors import ReplicationError
+from rehost.replication.protocol import CHUNK_SIZE, DISK_NEW, DiskInfo, DiskResume, zeros
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+
+
+def disk_key(device_name: str) -> str:
+    """The file-name form of a device name: ``/dev/sda`` -> ``dev_sda``, ``/dev/mapper/vg-root`` ->
+    ``dev_mapper_vg-root``. Anything but letters, digits, ``.``, ``-`` and ``_`` becomes ``_``."""
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", device_name.strip("/").replace("/", "_"))
+    if not key or key.strip(".") == "":
+        raise ReplicationError(f"invalid device name {device_name!r}")
+    return key
+
+
+def staging_dir(data_dir: Path, source_server_id: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", source_server_id):
+        raise ReplicationError(f"invalid source server ID {source_server_id!r}")
+    return Path(data_dir) / "staging" / source_server_id
+
+
+class StagingVolume:
+    """One disk's staging file, opened read-write. Offsets are checked by the caller (the server)."""
+
+    def __init__(
+        self, device_name: str, path: Path, size: int, durable_seq: int, all_dirty: bool, new: bool
+    ) -> None:
+        self.device_name = device_name
+        self.path = path
+        self.size = size
+        self.durable_seq = durable_seq
+        self.all_dirty = all_dirty
+        self.new = new
+        self.chunks = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
+        self.dirty = bytearray((self.chunks + 7) // 8)
+        self.dirty_saved = False  # the .dirty file matches ``dirty``
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            if new or os.fstat(self.fd).st_size != size:
+                os.ftruncate(self.fd, 0)  # a new or resized disk starts empty (and sparse)
+                os.ftruncate(self.fd, size)
+        except OSError:
+            os.close(self.fd)
+            raise
+
+    @property
+    def dirty_path(self) -> Path:
+        return self.path.with_suffix(".dirty")
+
+    def load_dirty(self) -> bool:
+        """Read the persisted dirty bitmap; False if it is missing or does not fit this disk."""
+        try:
+            data = self.dirty_path.read_bytes()
+        except FileNotFoundError:
+            return False
+        if len(data) != len(self.dirty):
+            return False
+        self.dirty[:] = data
+        self.dirty_saved = True
+        return True
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        written = os.pwrite(self.fd, data, offset)
+        if written != len(data):  # pwrite on a regular file writes all unless the disk is full
+            raise OSError(errno.ENOSPC, f"short write to {self.path}")
+        self.mark_dirty(offset, len(data))
+
+    def write_zeros(self, offset: int, length: int) -> None:
+        """Make ``length`` bytes at ``offset`` zero, punching a hole where the file system allows (staging
+        volumes stay sparse)."""
+        if _fallocate is not None and length > 0:
+            mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+            if _fallocate(self.fd, mode, offset, length) == 0:
+                self.mark_dirty(offset, length)
+                return
+        pos, end = offset, offset + length
+        while pos < end:
+            n = min(end - pos, CHUNK_SIZE * 16)
+            self.write(pos, zeros(n) if n <= CHUNK_SIZE else bytes(n))
+            pos += n
+        self.mark_dirty(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def mark_dirty(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        self.dirty_saved = False
+        first, last = offset // CHUNK_SIZE, (offset + length - 1) // CHUNK_SIZE
+        dirty = self.dirty
+        for chunk in range(first, last + 1):
+            dirty[chunk >> 3] |= 1 << (chunk & 7)
+
+    def dirty_chunks(self) -> list[int] | None:
+        """Chunk indexes written since the last snapshot, or None when any chunk may have changed."""
+        if self.all_dirty:
+            return None
+        out: list[int] = []
+        for byte_index, byte in enumerate(self.dirty):
+            if byte:
+                base = byte_index << 3
+                out.extend(base + bit for bit in range(8) if byte & (1 << bit))
+        return out
+
+    def has_changes(self) -> bool:
+        return self.all_dirty or any(self.dirty)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class SourceStaging:
+    """The staging volumes of one source server and their persisted state."""
+
+    def __init__(self, data_dir: Path, source_server_id: str) -> None:
+        self.source_server_id = source_server_id
+        self.dir = staging_dir(data_dir, source_server_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.volumes: list[StagingVolume] = []
+        self.in_flight = False  # writes since the last commit (persisted, see module docstring)
+        self._state = self._read_state()
+        self._open_known()
+
+    # -- state -------------------------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, object]:
+        try:
+            state = json.loads((self.dir / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return {"disks": {}, "in_flight": False}
+        except (OSError, ValueError) as exc:
+            raise ReplicationError(f"unreadable staging state {self.dir / STATE_FILE}: {exc}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("disks"), dict):
+            raise ReplicationError(f"unexpected staging state in {self.dir / STATE_FILE}")
+        return state
+
+    def _open_known(self) -> None:
+        """Open the volumes of the last HELLO, restoring dirty sets (all dirty after an unclean stop)."""
+        unclean = bool(self._state.get("in_flight"))
+        disks = self._state["disks"]
+        assert isinstance(disks, dict)
+        for device, info in disks.items():
+            path = self.dir / f"{disk_key(device)}.img"
+            if not path.exists():
+                continue  # somebody removed it: the next HELLO re-creates it as new
+            vol = StagingVolume(
+                device, path, int(info["size"]), int(info["durable_seq"]), bool(info["all_dirty"]), False
+            )
+            if not vol.load_dirty() or unclean:
+                vol.all_dirty = True
+            self.volumes.append(vol)
+        if unclean:
+            log.warning(
+                "%s: staging was not cleanly committed; its next snapshot reads every chunk",
+                self.source_server_id,
+            )
+            self._persist()  # record the all_dirty flags before anything else happens
+
+    def _persist(self) -> None:
+        state = {
+            "disks": {
+                v.device_name: {"size": v.size, "durable_seq": v.durable_seq, "all_dirty": v.all_dirty}
+                for v in self.volumes
+            },
+            "in_flight": self.in_flight,
+        }
+        _atomic_write(self.dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        _fsync_dir(self.dir)
+        self._state = state
+
+    # -- sessions ----------------------------------------------------------------------------------------
+
+    def attach(self, disks: Sequence[DiskInfo]) -> list[DiskResume]:
+        """Make the volumes match a HELLO's disks (in its order) and return their resume info.
+
+        A disk seen before with the same size keeps its data and ``durable_seq``; a new or resized one is
+        (re)created empty with ``durable_seq`` 0 and the DISK_NEW flag, and the agent must send it whole.
+        """
+        known = {v.device_name: v for v in self.volumes}
+        volumes = []
+        for disk in disks:
+            vol = known.pop(disk.device_name, None)
+            if vol is not None and vol.size == disk.size:
+                vol.new = False
+            else:
+                if vol is not None:
+                    vol.close()
+                path = self.dir / f"{disk_key(disk.device_name)}.img"
+                vol = StagingVolume(disk.device_name, path, disk.size, 0, True, True)
+            volumes.append(vol)
+        for gone in known.values():  # no longer reported by the agent: out of snapshots, file kept
+            gone.close()
+        self.volumes = volumes
+        self._persist()
+        return [DiskResume(v.durable_seq, DISK_NEW if v.new else 0) for v in volumes]
+
+    def before_write(self) -> None:
+        """Call before the first write after a commit: records that writes are in flight."""
+        if not self.in_flight:
+            self.in_flight = True
+            self._persist()
+
+    def commit(self, seq: int) -> None:
+        """Make everything written so far durable and record ``seq`` (see the module docstring)."""
+        for vol in self.volumes:
+            os.fdatasync(vol.fd)
+        for vol in self.volumes:
+            if not vol.dirty_saved:
+                _atomic_write(vol.dirty_path, bytes(vol.dirty))
+                vol.dirty_saved = True
+            vol.durable_seq = max(vol.durable_seq, seq)
+        self.in_flight = False
+        self._persist()
+
+    def snapshot_done(self) -> None:
+        """The snapshot store now holds the volumes as they are: start a new dirty set."""
+        for vol in self.volumes:
+            vol.dirty[:] = bytes(len(vol.dirty))
+            vol.all_dirty = False
+            _atomic_write(vol.dirty_path, bytes(vol.dirty))
+            vol.dirty_saved = True
+        self._persist()
+
+    def has_changes(self) -> bool:
+        return any(v.has_changes() for v in self.volumes)
+
+    def close(self) -> None:
+        for vol in self.volumes:
+            vol.close()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
