@@ -1,0 +1,1 @@
+"""IAM for rehost: policy validation and evaluation (`policy`), the AWS managed policies (`managed`)."""
