@@ -1,0 +1,156 @@
+"""The control plane's ASGI application: MGN's API, the agent API, the installer, the EC2 subset, the console.
+
+Every API request is authenticated (SigV4) and authorized (IAM) before it reaches a service. Service
+methods are synchronous (they hold a database transaction) and run in the thread pool. Any error a user can
+cause is answered in MGN's error shape; only a real fault is an InternalServerException, and it is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+
+from rehost import errors, ids
+from rehost.api.auth.authorize import resources_for
+from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized, validation_error
+from rehost.api.core.model import RestJsonService
+
+if TYPE_CHECKING:
+    from rehost.controlplane import ControlPlane
+
+log = logging.getLogger("rehost.api")
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+def _json_error(service: RestJsonService | None, err: AwsError) -> Response:
+    body = service.error_body(err) if service else json.dumps({"message": err.message}).encode()
+    return Response(body, status_code=err.status, media_type="application/json",
+                    headers={"x-amzn-ErrorType": err.code, "x-amzn-RequestId": ids.new_id("req")})
+
+
+class MgnApi:
+    """Dispatches MGN operations from botocore's model to `MgnService` methods."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.model = RestJsonService("mgn")
+
+    async def __call__(self, request: Request) -> Response:
+        body = await request.body()
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        try:
+            identity = await run_in_threadpool(
+                self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path, query_string=query,
+                headers=request.scope["headers"], body=body, service="mgn", now=ids.utcnow())
+            match = self.model.match(request.method, raw_path)
+            if match is None:
+                raise AwsError("UnknownOperationException", f"No operation matches {request.method} {raw_path}", 404)
+            op, labels = match
+            params = self.model.parse_input(op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body)
+            params.pop("accountID", None)
+            resources = resources_for(self.cp.mgn.account.arn(""), params)
+            await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{op.name}", resources)
+            method = getattr(self.cp.mgn, snake(op.name), None)
+            if method is None:
+                raise not_implemented(op.name)
+            if op.name != "InitializeService" and not self.cp.mgn.is_initialized():
+                raise uninitialized()
+            result = await run_in_threadpool(method, **params)
+            status, payload = self.model.serialize_output(op, result)
+            return Response(payload, status_code=status, media_type="application/json")
+        except AwsError as err:
+            return _json_error(self.model, err)
+        except errors.RehostError as exc:
+            return _json_error(self.model, from_rehost_error(exc))
+        except Exception:
+            log.exception("internal error in %s %s", request.method, raw_path)
+            return _json_error(self.model, AwsError("InternalServerException", "An internal error occurred.", 500))
+
+
+class AgentApi:
+    """``POST /agent/<Action>``: the private operations the replication agent calls."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    async def __call__(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        body = await request.body()
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+        try:
+            identity = await run_in_threadpool(
+                self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path,
+                query_string=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=request.scope["headers"], body=body, service="mgn", now=ids.utcnow())
+            method = getattr(self.cp.agent, snake(action), None) if action.endswith("ForMgn") else None
+            if method is None:
+                raise AwsError("UnknownOperationException", f"Unknown agent operation {action}", 404)
+            try:
+                params = json.loads(body or b"{}")
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise validation_error(f"Could not parse request body: {exc}", reason="cannotParse") from exc
+            if not isinstance(params, dict):
+                raise validation_error("Request body must be a JSON object", reason="cannotParse")
+            server_id = params.get("sourceServerID")
+            resource = self.cp.mgn.account.arn(f"source-server/{server_id}" if server_id else "source-server/*")
+            await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{action}", [resource])
+            if not self.cp.mgn.is_initialized():
+                raise uninitialized()
+            try:
+                result = await run_in_threadpool(method, **params)
+            except TypeError as exc:  # unknown or missing members in the request
+                raise validation_error(f"{action}: {exc}") from exc
+            return Response(json.dumps(result).encode(), media_type="application/json")
+        except AwsError as err:
+            return _json_error(None, err)
+        except errors.RehostError as exc:
+            return _json_error(None, from_rehost_error(exc))
+        except Exception:
+            log.exception("internal error in agent call %s", action)
+            return _json_error(None, AwsError("InternalServerException", "An internal error occurred.", 500))
+
+
+def build_app(cp: ControlPlane, extra_routes: list[Route | Mount] | None = None,
+              root_post: Callable[[Request], Awaitable[Response]] | None = None) -> Starlette:
+    mgn_api = MgnApi(cp)
+    agent_api = AgentApi(cp)
+
+    async def installer(request: Request) -> Response:
+        path = await run_in_threadpool(cp.installer_path)
+        return FileResponse(path, media_type="application/octet-stream",
+                            filename="rehost-replication-installer-init")
+
+    async def root(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if request.method == "POST" and root_post is not None and ctype.startswith("application/x-www-form-urlencoded"):
+            return await root_post(request)
+        if request.method == "GET" and request.url.path == "/":
+            return Response(status_code=302, headers={"location": "/console"})
+        return await mgn_api(request)
+
+    async def health(request: Request) -> Response:
+        return Response(json.dumps({"status": "ok"}), media_type="application/json")
+
+    routes: list[Any] = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/installer/linux/rehost-replication-installer-init", installer, methods=["GET"]),
+        Route("/agent/{action}", agent_api, methods=["POST"]),
+        *(extra_routes or []),
+        Route("/{path:path}", root, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    ]
+    return Starlette(routes=routes)

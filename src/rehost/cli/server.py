@@ -1,0 +1,43 @@
+"""``rehost server``: run the control plane."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rehost.config import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("server", help="run the control plane (MGN API, agent API, console)")
+    p.add_argument("--data-dir", help="directory holding all state (default: $REHOST_DATA_DIR)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (default 8080)")
+    p.add_argument("--region", default=None, help="the region in ARNs and SigV4 scopes (default us-east-1)")
+    p.add_argument("--database-url", default=None, help="PostgreSQL URL instead of the data directory's SQLite")
+    p.add_argument("--max-active-source-servers", type=int, default=None, help="quota of active source servers (150)")
+    p.add_argument("--replication-port", type=int, default=None, help="first TCP port for replication servers (1500)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rehost.server import build_server_app
+
+    settings = load_settings(
+        data_dir=args.data_dir, host=args.host, port=args.port, region=args.region, database_url=args.database_url,
+        active_source_servers=args.max_active_source_servers, replication_port=args.replication_port,
+    )
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app, cp = build_server_app(settings)
+    print(f"rehost control plane for account {cp.account.account_id} in {settings.region}: "
+          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        cp.close()
+    return 0

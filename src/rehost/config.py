@@ -1,0 +1,82 @@
+"""Settings: read once from flags and ``REHOST_*`` variables into a frozen object.
+
+Every component receives the settings it needs in its constructor; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """MGN's service quotas (mgn-reference.md §5.4); active source servers is adjustable."""
+
+    active_source_servers: int = 150
+    concurrent_jobs: int = 20
+    jobs_per_server: int = 1
+    servers_per_job: int = 200
+    non_archived_source_servers: int = 4000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the control plane needs to run."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    region: str = "us-east-1"
+    database_url: str | None = None
+    quotas: Quotas = field(default_factory=Quotas)
+    replication_host: str = "127.0.0.1"
+    replication_port: int = 1500
+    # The address agents are told to use for the control plane and replication servers, when the
+    # agents see this host under another name (a VM reaching the host through QEMU's guestfwd).
+    advertised_replication_host: str | None = None
+    job_snapshot_timeout: float = 600.0
+    target: str = "qemu"
+    accel: str = "auto"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rehost.db'}"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"REHOST_{name}", default)
+
+
+def load_settings(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    database_url: str | None = None,
+    active_source_servers: int | None = None,
+    replication_port: int | None = None,
+    advertised_replication_host: str | None = None,
+    accel: str | None = None,
+) -> Settings:
+    """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
+    raw_dir = data_dir or _env("DATA_DIR")
+    if not raw_dir:
+        from rehost.errors import InvalidInput
+
+        raise InvalidInput("no data directory: pass --data-dir or set REHOST_DATA_DIR")
+    quota_env = _env("MAX_ACTIVE_SOURCE_SERVERS")
+    quotas = Quotas(active_source_servers=active_source_servers or int(quota_env or 150))
+    return Settings(
+        data_dir=Path(raw_dir).resolve(),
+        host=host or _env("HOST", "127.0.0.1") or "127.0.0.1",
+        port=port if port is not None else int(_env("PORT", "8080") or 8080),
+        region=region or _env("REGION", "us-east-1") or "us-east-1",
+        database_url=database_url or _env("DATABASE_URL"),
+        quotas=quotas,
+        replication_port=replication_port if replication_port is not None else int(_env("REPLICATION_PORT", "1500") or 1500),
+        advertised_replication_host=advertised_replication_host or _env("ADVERTISED_REPLICATION_HOST"),
+        accel=accel or _env("ACCEL", "auto") or "auto",
+    )

@@ -1,0 +1,76 @@
+"""The composition root: builds the control plane's parts from its settings and wires them together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+from pathlib import Path
+
+from rehost.api.agent.service import AgentService, ReplicationEndpoints
+from rehost.api.auth.authorize import Authorizer
+from rehost.api.mgn.service import Account, Hooks, MgnService
+from rehost.config import Settings
+from rehost.db.store import Store
+from rehost.errors import StorageError
+from rehost.iam.users import IamDirectory
+from rehost.jobs.runner import JobRunner
+
+log = logging.getLogger("rehost")
+
+
+def account_id_for(data_dir: Path) -> str:
+    """The account ID of a data directory: 12 digits, chosen once and kept in ``account.json``."""
+    path = data_dir / "account.json"
+    if path.exists():
+        try:
+            return str(json.loads(path.read_text())["accountId"])
+        except (ValueError, KeyError) as exc:
+            raise StorageError(f"{path} is damaged: {exc}") from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    account = str(secrets.randbelow(9 * 10**11) + 10**11)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"accountId": account}))
+    tmp.replace(path)
+    return account
+
+
+class ControlPlane:
+    """Everything one `rehost server` runs, built from its settings."""
+
+    def __init__(self, settings: Settings, *, start_background: bool = True) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.db_url)
+        self.account = Account(account_id_for(settings.data_dir), settings.region)
+        self.iam = IamDirectory(self.store, settings.data_dir, self.account.account_id)
+        self.iam.ensure_admin()
+        self.authorizer = Authorizer(self.iam, settings.region)
+        self.runner = JobRunner(self.store, settings.data_dir / "work", snapshot_timeout=settings.job_snapshot_timeout)
+        self.mgn = MgnService(self.store, settings, self.account, Hooks(submit_job=self.runner.submit))
+        self.agent = AgentService(self.mgn, ReplicationEndpoints())
+        self.mgn.hooks.agent_command = self._agent_command
+        self._installer_lock = threading.Lock()
+        self._installer: Path | None = None
+        if start_background:
+            self.runner.recover()
+
+    def _agent_command(self, server_id: str, command: str) -> None:
+        self.agent.queue_command(server_id, command)
+
+    def installer_path(self) -> Path:
+        """The one-file installer, built once per process from the agent's sources."""
+        with self._installer_lock:
+            if self._installer is None or not self._installer.exists():
+                from rehost.agent.bundle import build_installer
+
+                out = self.settings.data_dir / "installer" / "rehost-replication-installer-init"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                build_installer(out)
+                self._installer = out
+            return self._installer
+
+    def close(self) -> None:
+        self.runner.shutdown()
+        self.store.close()

@@ -1,0 +1,1 @@
+"""Pure domain: MGN's states, transitions and rules. Imports no HTTP, SQL or sockets."""

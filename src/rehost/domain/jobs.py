@@ -1,0 +1,50 @@
+"""Job enums and the order of job log events (mgn-reference.md §1.6, §1.7)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobType(str, Enum):
+    LAUNCH = "LAUNCH"
+    TERMINATE = "TERMINATE"
+
+
+class InitiatedBy(str, Enum):
+    START_TEST = "START_TEST"
+    START_CUTOVER = "START_CUTOVER"
+    DIAGNOSTIC = "DIAGNOSTIC"
+    TERMINATE = "TERMINATE"
+
+
+class JobStatus(str, Enum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+
+
+class LaunchStatus(str, Enum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    LAUNCHED = "LAUNCHED"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+
+
+class JobLogEvent(str, Enum):
+    JOB_START = "JOB_START"
+    SERVER_SKIPPED = "SERVER_SKIPPED"
+    CLEANUP_START = "CLEANUP_START"
+    CLEANUP_END = "CLEANUP_END"
+    CLEANUP_FAIL = "CLEANUP_FAIL"
+    SNAPSHOT_START = "SNAPSHOT_START"
+    SNAPSHOT_END = "SNAPSHOT_END"
+    SNAPSHOT_FAIL = "SNAPSHOT_FAIL"
+    USING_PREVIOUS_SNAPSHOT = "USING_PREVIOUS_SNAPSHOT"
+    CONVERSION_START = "CONVERSION_START"
+    CONVERSION_END = "CONVERSION_END"
+    CONVERSION_FAIL = "CONVERSION_FAIL"
+    LAUNCH_START = "LAUNCH_START"
+    LAUNCH_FAILED = "LAUNCH_FAILED"
+    JOB_CANCEL = "JOB_CANCEL"
+    JOB_END = "JOB_END"

@@ -1,0 +1,236 @@
+"""The job runner: executes LAUNCH and TERMINATE jobs step by step and writes MGN's job log.
+
+Per participating server, a launch job logs, in MGN's order: CLEANUP_START/END/FAIL (the previous test
+instance), SNAPSHOT_START/END/FAIL or USING_PREVIOUS_SNAPSHOT, CONVERSION_START/END/FAIL, LAUNCH_START or
+LAUNCH_FAILED; the job itself JOB_START first and JOB_END last. A step without an implementation fails the
+server honestly, with the reason in the log. On start-up, jobs a restart interrupted are failed with a
+JOB_CANCEL item (STARTED) or run again (PENDING): none is ever left STARTED.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rehost import ids
+from rehost.db import repo
+from rehost.db.store import Store
+from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
+from rehost.errors import RehostError
+from rehost.jobs.interfaces import Converter, LaunchRequest, Launcher, SnapshotProvider, SnapshotRef
+
+log = logging.getLogger("rehost.jobs")
+
+
+class StepFailed(Exception):
+    def __init__(self, event: JobLogEvent, reason: str) -> None:
+        super().__init__(reason)
+        self.event = event
+        self.reason = reason
+
+
+class JobRunner:
+    def __init__(self, store: Store, work_dir: Path, *, snapshots: SnapshotProvider | None = None,
+                 converter: Converter | None = None, launcher: Launcher | None = None,
+                 snapshot_timeout: float = 600.0, instance_sizer: Any = None, max_workers: int = 4) -> None:
+        self.store = store
+        self.work_dir = work_dir
+        self.snapshots = snapshots
+        self.converter = converter
+        self.launcher = launcher
+        self.snapshot_timeout = snapshot_timeout
+        self.instance_sizer = instance_sizer
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
+        self._lock = threading.Lock()
+
+    # -- scheduling -------------------------------------------------------------------------------------
+
+    def submit(self, job_id: str) -> None:
+        self._pool.submit(self._run_safely, job_id)
+
+    def recover(self) -> None:
+        """Resume or fail the jobs a restart interrupted."""
+        with self.store.read() as conn:
+            pending = repo.query_jobs(conn, statuses=[JobStatus.PENDING.value])
+            started = repo.query_jobs(conn, statuses=[JobStatus.STARTED.value])
+        for _, job in started:
+            self._log(job["jobID"], JobLogEvent.JOB_CANCEL, rawError="The job was interrupted by a restart of the control plane.")
+            with self.store.transaction() as conn:
+                doc = repo.load_job(conn, job["jobID"])
+                for p in doc["participatingServers"]:
+                    if p["launchStatus"] in (LaunchStatus.PENDING.value, LaunchStatus.IN_PROGRESS.value):
+                        p["launchStatus"] = LaunchStatus.FAILED.value
+                doc["status"] = JobStatus.COMPLETED.value
+                doc["endDateTime"] = ids.iso(ids.utcnow())
+                repo.save_job(conn, doc)
+        for _, job in reversed(pending):
+            self.submit(job["jobID"])
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- execution --------------------------------------------------------------------------------------
+
+    def _run_safely(self, job_id: str) -> None:
+        try:
+            self.run(job_id)
+        except Exception:  # a fault in the runner itself must not leave the job STARTED
+            log.exception("job %s failed", job_id)
+            self._log(job_id, JobLogEvent.JOB_END, rawError="internal error in the job runner")
+            self._finish(job_id)
+
+    def run(self, job_id: str) -> None:
+        with self.store.transaction() as conn:
+            job = repo.load_job(conn, job_id)
+            if job["status"] != JobStatus.PENDING.value:
+                return
+            job["status"] = JobStatus.STARTED.value
+            repo.save_job(conn, job)
+        self._log(job_id, JobLogEvent.JOB_START)
+        for p in job["participatingServers"]:
+            server_id = p["sourceServerID"]
+            self._set_launch_status(job_id, server_id, LaunchStatus.IN_PROGRESS)
+            try:
+                if job["type"] == JobType.TERMINATE.value:
+                    self._terminate_server(job_id, server_id)
+                else:
+                    self._launch_server(job, server_id)
+            except StepFailed as exc:
+                self._log(job_id, exc.event, sourceServerID=server_id, rawError=exc.reason)
+                self._set_launch_status(job_id, server_id, LaunchStatus.FAILED)
+        self._log(job_id, JobLogEvent.JOB_END)
+        self._finish(job_id)
+
+    def _finish(self, job_id: str) -> None:
+        with self.store.transaction() as conn:
+            job = repo.load_job(conn, job_id)
+            job["status"] = JobStatus.COMPLETED.value
+            job["endDateTime"] = ids.iso(ids.utcnow())
+            repo.save_job(conn, job)
+
+    def _launch_server(self, job: dict[str, Any], server_id: str) -> None:
+        job_id = job["jobID"]
+        with self.store.read() as conn:
+            server = repo.load_server(conn, server_id)
+        previous = server.get("launchedInstance") or {}
+        if job["initiatedBy"] == InitiatedBy.START_TEST.value and previous.get("ec2InstanceID"):
+            self._cleanup_previous(job_id, server_id, previous["ec2InstanceID"])
+        snapshot = self._snapshot(job_id, server_id)
+        disk = self._convert(job_id, server, snapshot)
+        if self.launcher is None:
+            raise StepFailed(JobLogEvent.LAUNCH_FAILED, "No launch target is configured on this control plane.")
+        instance_type, vcpus, memory_mib = self._size(server)
+        self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id)
+        try:
+            result = self.launcher.launch(LaunchRequest(
+                source_server_id=server_id, job_id=job_id, instance_type=instance_type, vcpus=vcpus,
+                memory_mib=memory_mib, disk=disk))
+        except RehostError as exc:
+            raise StepFailed(JobLogEvent.LAUNCH_FAILED, exc.message) from exc
+        instance_id = result["instanceId"]
+        with self.store.transaction() as conn:
+            server = repo.load_server(conn, server_id, for_update=True)
+            server["launchedInstance"] = {"ec2InstanceID": instance_id, "jobID": job_id, "firstBoot": "WAITING"}
+            repo.save_server(conn, server)
+            doc = repo.load_job(conn, job_id)
+            for p in doc["participatingServers"]:
+                if p["sourceServerID"] == server_id:
+                    p["launchStatus"] = LaunchStatus.LAUNCHED.value
+                    p["launchedEc2InstanceID"] = instance_id
+            repo.save_job(conn, doc)
+
+    def _size(self, server: dict[str, Any]) -> tuple[str, int, int]:
+        if self.instance_sizer is None:
+            return "t3.micro", 2, 1024
+        return self.instance_sizer(server)
+
+    def _cleanup_previous(self, job_id: str, server_id: str, instance_id: str) -> None:
+        self._log(job_id, JobLogEvent.CLEANUP_START, sourceServerID=server_id, targetInstanceID=instance_id)
+        try:
+            if self.launcher is None:
+                raise RehostError("No launch target is configured on this control plane.")
+            self.launcher.terminate(instance_id)
+        except RehostError as exc:
+            self._log(job_id, JobLogEvent.CLEANUP_FAIL, sourceServerID=server_id, rawError=exc.message)
+            return
+        self._log(job_id, JobLogEvent.CLEANUP_END, sourceServerID=server_id, targetInstanceID=instance_id)
+        with self.store.transaction() as conn:
+            server = repo.load_server(conn, server_id, for_update=True)
+            server.pop("launchedInstance", None)
+            repo.save_server(conn, server)
+
+    def _snapshot(self, job_id: str, server_id: str) -> SnapshotRef:
+        if self.snapshots is None:
+            raise StepFailed(JobLogEvent.SNAPSHOT_FAIL, "No snapshot provider is configured on this control plane.")
+        self._log(job_id, JobLogEvent.SNAPSHOT_START, sourceServerID=server_id)
+        try:
+            snap = self.snapshots.take_snapshot(server_id, self.snapshot_timeout)
+            self._log(job_id, JobLogEvent.SNAPSHOT_END, sourceServerID=server_id)
+            return snap
+        except RehostError as exc:
+            previous = self.snapshots.latest_snapshot(server_id)
+            if previous is None:
+                raise StepFailed(JobLogEvent.SNAPSHOT_FAIL, exc.message) from exc
+            self._log(job_id, JobLogEvent.SNAPSHOT_FAIL, sourceServerID=server_id, rawError=exc.message)
+            self._log(job_id, JobLogEvent.USING_PREVIOUS_SNAPSHOT, sourceServerID=server_id)
+            return previous
+
+    def _convert(self, job_id: str, server: dict[str, Any], snapshot: SnapshotRef) -> Any:
+        server_id = server["sourceServerID"]
+        if self.converter is None:
+            raise StepFailed(JobLogEvent.CONVERSION_FAIL, "No converter is configured on this control plane.")
+        conversion_server = ids.new_id("i")
+        self._log(job_id, JobLogEvent.CONVERSION_START, sourceServerID=server_id, conversionServerID=conversion_server)
+        boot = next((d["deviceName"] for d in server["_replicationConfiguration"].get("replicatedDisks", [])
+                     if d.get("isBootDisk")), None) or next(iter(snapshot.disks), None)
+        if boot is None:
+            raise StepFailed(JobLogEvent.CONVERSION_FAIL, "The snapshot has no disk to boot from.")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{job_id}-{server_id}-", dir=self.work_dir))
+        try:
+            disk = self.converter.convert(snapshot, boot, work)
+        except RehostError as exc:
+            raise StepFailed(JobLogEvent.CONVERSION_FAIL, exc.message) from exc
+        self._log(job_id, JobLogEvent.CONVERSION_END, sourceServerID=server_id, conversionServerID=conversion_server)
+        return disk
+
+    def _terminate_server(self, job_id: str, server_id: str) -> None:
+        with self.store.read() as conn:
+            server = repo.load_server(conn, server_id)
+        instance_id = (server.get("launchedInstance") or {}).get("ec2InstanceID")
+        self._log(job_id, JobLogEvent.CLEANUP_START, sourceServerID=server_id, targetInstanceID=instance_id)
+        if self.launcher is None:
+            raise StepFailed(JobLogEvent.CLEANUP_FAIL, "No launch target is configured on this control plane.")
+        try:
+            if instance_id:
+                self.launcher.terminate(instance_id)
+        except RehostError as exc:
+            raise StepFailed(JobLogEvent.CLEANUP_FAIL, exc.message) from exc
+        self._log(job_id, JobLogEvent.CLEANUP_END, sourceServerID=server_id, targetInstanceID=instance_id)
+        with self.store.transaction() as conn:
+            server = repo.load_server(conn, server_id, for_update=True)
+            server.pop("launchedInstance", None)
+            repo.save_server(conn, server)
+        self._set_launch_status(job_id, server_id, LaunchStatus.TERMINATED)
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+
+    def _set_launch_status(self, job_id: str, server_id: str, status: LaunchStatus) -> None:
+        with self.store.transaction() as conn:
+            doc = repo.load_job(conn, job_id)
+            for p in doc["participatingServers"]:
+                if p["sourceServerID"] == server_id:
+                    p["launchStatus"] = status.value
+            repo.save_job(conn, doc)
+
+    def _log(self, job_id: str, event: JobLogEvent, **event_data: Any) -> None:
+        item: dict[str, Any] = {"logDateTime": ids.iso(ids.utcnow()), "event": event.value}
+        data = {k: v for k, v in event_data.items() if v is not None}
+        if data:
+            item["eventData"] = data
+        with self.store.transaction() as conn:
+            repo.add_log_item(conn, job_id, item)
