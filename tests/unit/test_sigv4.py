@@ -194,6 +194,7 @@ def test_presigned_query_string_auth() -> None:
     assert "Authorization" not in wire.headers
     assert "X-Amz-Signature=" in wire.query_string
     wire.verify()
+    wire.verify(now=wire.signed_at + timedelta(minutes=30))  # X-Amz-Expires (3600 s), not the 15 min skew
     with pytest.raises(AuthError) as exc:
         wire.verify(now=wire.signed_at + timedelta(seconds=3601))
     assert code_of(exc) == ("InvalidSignatureException", 403)
@@ -513,3 +514,19 @@ def test_aws_cli_v1(endpoint: str, tmp_path: Path) -> None:
     )
     assert bad.returncode != 0
     assert "InvalidSignatureException" in bad.stderr
+
+
+def test_asgi_style_byte_header_pairs() -> None:
+    wire = sign("POST", f"{ENDPOINT}/ListWaves", b"{}", key=TEMPORARY)
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in wire.headers.items()]
+    assert wire.verify(headers=raw).is_temporary
+
+
+def test_http_date_header_instead_of_x_amz_date() -> None:
+    # botocore signs with the Date header when the request already carries one.
+    wire = sign("POST", f"{ENDPOINT}/ListWaves", b"{}", headers={"Date": "Mon, 01 Jan 2024 00:00:00 GMT"})
+    assert "X-Amz-Date" not in wire.headers
+    wire.verify()
+    with pytest.raises(AuthError) as exc:
+        wire.verify(now=wire.signed_at + timedelta(hours=1))
+    assert exc.value.message.startswith("Signature expired: ")

@@ -381,7 +381,8 @@ def _check_scope(cred: SigV4Credential, service: str, region: str, signed_at: da
 def _check_time(cred: SigV4Credential, signed_at: datetime, now: datetime, max_skew: timedelta) -> None:
     fmt = AMZ_DATE_FORMAT
     minutes = int(max_skew.total_seconds() // 60)
-    if signed_at < now - max_skew:
+    # A presigned URL stays valid for its X-Amz-Expires, which may be longer than the skew window.
+    if not cred.presigned and signed_at < now - max_skew:
         raise _invalid_signature(
             f"Signature expired: {signed_at.strftime(fmt)} is now earlier than "
             f"{(now - max_skew).strftime(fmt)} ({now.strftime(fmt)} - {minutes} min.)"
