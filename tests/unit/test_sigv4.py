@@ -530,3 +530,19 @@ def test_http_date_header_instead_of_x_amz_date() -> None:
     with pytest.raises(AuthError) as exc:
         wire.verify(now=wire.signed_at + timedelta(hours=1))
     assert exc.value.message.startswith("Signature expired: ")
+
+
+def test_the_agents_own_signer_verifies() -> None:
+    # The agent (stdlib only) signs with rehost.agent.sigv4; the agent API has no query strings.
+    from rehost.agent.sigv4 import Credentials as AgentCredentials
+    from rehost.agent.sigv4 import sign_request as agent_sign
+
+    url = "https://127.0.0.1:8443/agent/RegisterAgentForMgn"
+    body = b'{"hints": {"hostname": "web1"}}'
+    creds = AgentCredentials(TEMPORARY.access_key_id, TEMPORARY.secret_access_key, TEMPORARY.session_token)
+    headers = agent_sign("POST", url, body, creds, "us-east-1")
+    wire = Wire("POST", "/agent/RegisterAgentForMgn", "", headers, body)
+    assert wire.verify(now=datetime.now(UTC)).access_key_id == TEMPORARY.access_key_id
+    with pytest.raises(AuthError) as exc:
+        wire.verify(now=datetime.now(UTC), body=body + b" ")
+    assert exc.value.code == "InvalidSignatureException"
