@@ -406,11 +406,19 @@ class ReplicationServer:
         source.staging.snapshot_done()
         source.last_snapshot = time.monotonic()
         log.info("%s: snapshot %s of %d disk(s)", source.source_server_id, snap_id, len(volumes))
-        try:
-            self.snapshots.apply_retention(source.source_server_id, taken_at)
-        except RehostError as exc:  # retention failing must not fail the snapshot the agent asked for
-            log.warning("%s: retention failed: %s", source.source_server_id, exc.message)
         return snap_id, taken_at
+
+    def _apply_retention(self, source: SourceState, now: datetime) -> None:
+        # Only after periodic snapshots: the store's policy keeps one snapshot per 10 minutes, so applying
+        # it right after an agent-requested snapshot would delete the one taken a minute earlier that a
+        # launch job may be converting.
+        try:
+            deleted = self.snapshots.apply_retention(source.source_server_id, now)
+        except RehostError as exc:  # retention failing must not fail snapshots
+            log.warning("%s: retention failed: %s", source.source_server_id, exc.message)
+            return
+        if deleted:
+            log.info("%s: retention deleted %s", source.source_server_id, ", ".join(deleted))
 
     def _timer_loop(self) -> None:
         interval = self.config.snapshot_interval
@@ -427,7 +435,8 @@ class ReplicationServer:
                     if source.staging.in_flight or not source.staging.has_changes():
                         continue
                     try:
-                        self.take_snapshot(source)
+                        _, taken_at = self.take_snapshot(source)
+                        self._apply_retention(source, taken_at)
                     except RehostError as exc:
                         log.error("%s: periodic snapshot failed: %s", source.source_server_id, exc.message)
                         source.last_snapshot = time.monotonic()  # retry after another interval

@@ -29,8 +29,8 @@ class SnapshotBackend(Protocol):
     def create(self, source_server_id: str, volumes: Mapping[str, VolumeSpec], taken_at: datetime) -> str:
         """Store a snapshot of ``volumes`` and return its ID (``snap-...``); raises SnapshotError."""
 
-    def apply_retention(self, source_server_id: str, now: datetime) -> None:
-        """Delete the source server's snapshots the retention policy no longer keeps."""
+    def apply_retention(self, source_server_id: str, now: datetime) -> list[str]:
+        """Delete the source server's snapshots the retention policy no longer keeps; return their IDs."""
 
 
 class StoreBackend:
@@ -79,6 +79,6 @@ class StoreBackend:
         snap = store.create(source_server_id, sources, taken_at)
         return str(snap.snapshot_id)
 
-    def apply_retention(self, source_server_id: str, now: datetime) -> None:
+    def apply_retention(self, source_server_id: str, now: datetime) -> list[str]:
         store = self._open()
-        store.apply_retention(source_server_id, now)
+        return list(store.apply_retention(source_server_id, now))
