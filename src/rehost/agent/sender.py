@@ -1,0 +1,323 @@
+"""The data plane of the agent: one replication session over `rehost.replication.protocol`.
+
+A `Session` owns a connected `ReplicationClient` and the disks' `DigestStore`s. It sends changed chunks
+(found by a full scan or by the tracker's dirty sets) this way:
+
+1. read once, in 4 MiB windows; all-zero chunks carry no payload (ZERO writes, or nothing at all when the
+   server's staging volume is new and the chunk was never sent);
+2. for the non-zero chunks, ask the server with HAVE (sha256 per 64 KiB chunk) which its chunk store already
+   holds: those it fills in itself;
+3. WRITE the rest, adjacent chunks coalesced up to 4 MiB, compressed only when the link is slower than the
+   compressor (`throttle.CodecChooser`), throttled to ``bandwidthThrottling``;
+4. FLUSH; only after FLUSH_ACK are the chunks' digests persisted on the source and their bytes counted as
+   replicated. A crash anywhere before that only makes the agent send them again.
+
+Reading and hashing of the next window run in a helper thread while the main thread talks to the server.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from rehost.agent.discovery import Disk
+from rehost.agent.rescan import (
+    CHUNK_SIZE,
+    READ_SIZE,
+    UNKNOWN_DIGEST,
+    ZERO_DIGEST,
+    ChangedChunk,
+    DigestStore,
+    DiskReader,
+    runs,
+    scan,
+)
+from rehost.agent.state import AgentState
+from rehost.agent.throttle import CodecChooser, Throttle
+from rehost.errors import ProtocolError
+from rehost.replication.protocol import (
+    MAX_DATA,
+    DiskInfo,
+    Encoding,
+    ReplicationClient,
+    SnapshotOk,
+    Write,
+    chunk_digest,
+    encode_block,
+)
+
+WINDOW = READ_SIZE // CHUNK_SIZE  # chunks per read window (64)
+FLUSH_BYTES = 64 * 1024 * 1024  # flush at least this often during a long scan, so progress is durable
+FLUSH_SECONDS = 2.0
+
+
+class DiskRun:
+    """One disk during a session: its store and reader plus what is sent but not yet acknowledged."""
+
+    def __init__(self, index: int, disk: Disk, state: AgentState, progress: dict[str, Any]) -> None:
+        self.index = index
+        self.disk = disk
+        self.reader = DiskReader(disk.path)
+        self.store = DigestStore(state.digest_path(disk), self.reader.size)
+        self.size = self.reader.size
+        self.progress = progress  # this disk's entry of replication.json (ackedSeq, initialSyncComplete)
+        if self.store.fresh:
+            progress["initialSyncComplete"] = False
+        self.server_new = False  # the staging volume is known to be all zeros where we never wrote
+        self.pending: dict[int, bytes] = {}
+        self.scan_pos = 0  # chunks below it were sent (or found unchanged) by the current full scan
+        self.acked_pos = 0
+        self.scanning = ""  # "" | "INITIAL_SYNC" | "RESCAN"
+        self.needs_scan = True  # every session starts with a compare of the whole disk
+
+    @property
+    def initial_sync_complete(self) -> bool:
+        return bool(self.progress.get("initialSyncComplete"))
+
+    def replicated_bytes(self) -> int:
+        if self.initial_sync_complete:
+            return self.size
+        return min(self.size, self.acked_pos * CHUNK_SIZE)
+
+    def close(self) -> None:
+        self.store.close()
+        self.reader.close()
+
+
+class Batch:
+    """Changed chunks of one window of one disk, with the sha256 of each non-zero chunk."""
+
+    __slots__ = ("disk", "chunks", "shas", "end")
+
+    def __init__(self, disk: DiskRun, chunks: list[ChangedChunk], end: int) -> None:
+        self.disk = disk
+        self.chunks = chunks
+        self.shas = [b"" if c.is_zero else chunk_digest(c.data) for c in chunks]
+        self.end = end
+
+
+def prefetch(items: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
+    """Run `items` in a helper thread `depth` ahead (reading and hashing release the GIL)."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="rehost-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def window_batches(disk: DiskRun, first: int = 0) -> Iterator[Batch]:
+    """Batches of a full scan from chunk `first`; a window with no change still yields (for progress)."""
+    for start in range(first, disk.store.chunks, WINDOW):
+        end = min(start + WINDOW, disk.store.chunks)
+        yield Batch(disk, list(scan(disk.reader, disk.store, (start, end))), end)
+
+
+def dirty_batches(disk: DiskRun, indices: Iterable[int]) -> Iterator[Batch]:
+    """Batches for the tracker's dirty chunks: each run of adjacent chunks read at once, in windows."""
+    wanted = sorted(i for i in set(indices) if i < disk.store.chunks)
+    for start, end in runs(wanted):
+        for s in range(start, end, WINDOW):
+            e = min(s + WINDOW, end)
+            yield Batch(disk, list(scan(disk.reader, disk.store, (s, e))), -1)
+
+
+class Session:
+    """A connected replication session for the given disks (index = position in HELLO)."""
+
+    def __init__(
+        self,
+        client: ReplicationClient,
+        disks: list[DiskRun],
+        state: AgentState,
+        replication: dict[str, Any],
+        throttle: Throttle,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.disks = disks
+        self.state = state
+        self.replication = replication  # replication.json, saved after each FLUSH_ACK
+        self.throttle = throttle
+        self.on_progress = on_progress or (lambda: None)
+        self.codec: CodecChooser | None = None
+        self.sent_since_flush = 0
+        self.last_flush = time.monotonic()
+        self.bytes_sent = 0  # payload bytes on the wire (after compression)
+        self.bytes_deduplicated = 0  # bytes the server already held (HAVE hits)
+        self.bytes_zero = 0
+
+    # -- session start -------------------------------------------------------------------------------------
+
+    def hello(self, source_server_id: str, token: str) -> None:
+        """Authenticate and reconcile with what the server holds: a disk whose staging volume is new, or
+        that holds less than this agent saw acknowledged, starts over (its digests are forgotten)."""
+        infos = [DiskInfo(d.disk.name, d.size) for d in self.disks]
+        ok = self.client.hello(source_server_id, token, infos)
+        self.codec = CodecChooser(ok.encodings, self.throttle)
+        if len(ok.disks) != len(self.disks):
+            raise ProtocolError(f"HELLO_OK describes {len(ok.disks)} disks, not {len(self.disks)}")
+        for run, resume in zip(self.disks, ok.disks):  # noqa: B905 - Python 3.8 has no strict=
+            acked = int(run.progress.get("ackedSeq", 0))
+            if resume.is_new or resume.durable_seq < acked:
+                run.store.digests[:] = UNKNOWN_DIGEST * run.store.chunks
+                run.store._dirty.update(range(run.store.chunks))
+                run.store.commit()
+                run.progress["initialSyncComplete"] = False
+                run.progress["ackedSeq"] = 0
+            run.server_new = bool(resume.is_new)
+            self.replication["seq"] = max(int(self.replication.get("seq", 0)), resume.durable_seq)
+
+    # -- sending ---------------------------------------------------------------------------------------------
+
+    def full_scan(self, disk: DiskRun, stop: threading.Event | None = None) -> bool:
+        """Compare the whole disk with its digests and send what differs; returns False when `stop` was set
+        before the end. The scan is the initial sync while that is not complete, else a RESCAN."""
+        disk.scanning = "RESCAN" if disk.initial_sync_complete else "INITIAL_SYNC"
+        disk.scan_pos = disk.acked_pos = 0
+        try:
+            for batch in prefetch(window_batches(disk)):
+                self.send_batch(batch)
+                disk.scan_pos = batch.end
+                if stop is not None and stop.is_set():
+                    return False
+                self.maybe_flush()
+            self.flush()
+            disk.needs_scan = False
+            if not disk.initial_sync_complete:
+                disk.progress["initialSyncComplete"] = True
+                self.state.save_replication(self.replication)
+            return True
+        finally:
+            disk.scanning = ""
+            self.on_progress()
+
+    def send_dirty(self, disk: DiskRun, indices: Iterable[int]) -> None:
+        for batch in prefetch(dirty_batches(disk, indices)):
+            self.send_batch(batch)
+            self.maybe_flush()
+
+    def send_batch(self, batch: Batch) -> None:
+        disk = batch.disk
+        data_idx = [i for i, c in enumerate(batch.chunks) if not c.is_zero]
+        held: list[bool] = []
+        if data_idx:
+            held = self.client.have(disk.index, [(batch.chunks[i].index, batch.shas[i]) for i in data_idx])
+        to_write: list[ChangedChunk] = []
+        for i, was_held in zip(data_idx, held):  # noqa: B905 - Python 3.8 has no strict=
+            chunk = batch.chunks[i]
+            if was_held:
+                self.bytes_deduplicated += len(chunk.data)
+                disk.pending[chunk.index] = chunk.digest
+            else:
+                to_write.append(chunk)
+        zero_writes: list[ChangedChunk] = []
+        for chunk in batch.chunks:
+            if not chunk.is_zero:
+                continue
+            known = disk.store.get(chunk.index)
+            if disk.server_new and known == UNKNOWN_DIGEST:
+                disk.pending[chunk.index] = ZERO_DIGEST  # never written: the new staging volume is zero there
+            else:
+                zero_writes.append(chunk)
+        for group in _coalesce(zero_writes):
+            offset = group[0].offset
+            length = min(disk.size, group[-1].offset + CHUNK_SIZE) - offset
+            self.client.send(Write(disk.index, offset, length, Encoding.ZERO, b""))
+            self.bytes_zero += length
+            for c in group:
+                disk.pending[c.index] = ZERO_DIGEST
+        for group in _coalesce(to_write):
+            self._write(disk, group)
+
+    def _write(self, disk: DiskRun, group: list[ChangedChunk]) -> None:
+        data = group[0].data if len(group) == 1 else b"".join(c.data for c in group)
+        assert self.codec is not None
+        preferred = self.codec.choose()
+        t0 = time.monotonic()
+        encoding, payload = encode_block(data, preferred)
+        t1 = time.monotonic()
+        if preferred is not Encoding.RAW:
+            self.codec.observe_compress(len(data), len(payload), t1 - t0)
+        self.throttle.consume(len(payload))
+        t2 = time.monotonic()
+        self.client.send(Write(disk.index, group[0].offset, len(data), encoding, payload))
+        self.codec.observe_send(len(payload), time.monotonic() - t2)
+        self.bytes_sent += len(payload)
+        self.sent_since_flush += len(data)
+        for c in group:
+            disk.pending[c.index] = c.digest
+
+    def maybe_flush(self) -> None:
+        if self.sent_since_flush >= FLUSH_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """FLUSH and, once acknowledged, persist the digests of everything sent and count it replicated."""
+        seq = int(self.replication.get("seq", 0)) + 1
+        positions = [d.scan_pos for d in self.disks]
+        self.client.flush(seq)
+        self._acknowledged(seq, positions)
+
+    def snapshot(self, request_id: str) -> SnapshotOk:
+        """A crash-consistent snapshot of all disks at this point of the stream (also a flush)."""
+        seq = int(self.replication.get("seq", 0)) + 1
+        positions = [d.scan_pos for d in self.disks]
+        reply = self.client.snapshot(seq, request_id)
+        self._acknowledged(seq, positions)
+        return reply
+
+    def _acknowledged(self, seq: int, positions: list[int]) -> None:
+        self.replication["seq"] = seq
+        for disk, pos in zip(self.disks, positions):  # noqa: B905 - Python 3.8 has no strict=
+            for index, digest in disk.pending.items():
+                disk.store.set(index, digest)
+            disk.pending.clear()
+            disk.store.commit()
+            disk.progress["ackedSeq"] = seq
+            disk.acked_pos = pos
+        self.state.save_replication(self.replication)
+        self.sent_since_flush = 0
+        self.last_flush = time.monotonic()
+        self.on_progress()
+
+
+def _coalesce(chunks: list[ChangedChunk]) -> Iterator[list[ChangedChunk]]:
+    """Adjacent chunks grouped, at most MAX_DATA bytes per group."""
+    group: list[ChangedChunk] = []
+    for c in chunks:
+        if group and (c.index != group[-1].index + 1 or len(group) * CHUNK_SIZE >= MAX_DATA):
+            yield group
+            group = []
+        group.append(c)
+    if group:
+        yield group
