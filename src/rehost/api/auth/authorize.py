@@ -42,17 +42,13 @@ class Authorizer:
 
     def authorize(self, identity: VerifiedIdentity, action: str, resources: list[str],
                   context: dict[str, Any] | None = None) -> None:
-        from rehost.iam.policy import Decision, evaluate
+        from rehost.iam.policy import Decision, access_denied_message, evaluate
 
         policies = self.iam.policies_of(identity.user_name)
         for resource in resources or ["*"]:
             decision = evaluate(policies, action, resource, context or {})
             if decision is not Decision.ALLOW:
-                why = "an explicit deny in an identity-based policy" if decision is Decision.EXPLICIT_DENY else \
-                    "no identity-based policy allows the " + action + " action"
-                raise access_denied(
-                    f"User: {identity.principal_arn} is not authorized to perform: {action} on resource: {resource} "
-                    f"because {why}")
+                raise access_denied(access_denied_message(identity.principal_arn, action, resource, decision))
 
 
 def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
