@@ -237,7 +237,10 @@ def network_interfaces() -> list[dict[str, Any]]:
         names = sorted(os.listdir("/sys/class/net"))
     except OSError:
         names = []
-    for name in names:
+    # Only NICs backed by a device: veth, bridges and tunnels come and go and would make the machine's
+    # identity (its MAC addresses) unstable. Without any such NIC, every interface with a MAC counts.
+    physical = [n for n in names if os.path.exists(f"/sys/class/net/{n}/device")]
+    for name in physical or names:
         mac = _read(Path("/sys/class/net") / name / "address")
         if not mac or mac == "00:00:00:00:00:00":
             continue

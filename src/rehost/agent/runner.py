@@ -30,6 +30,8 @@ from rehost.replication.protocol import ReplicationClient
 log = logging.getLogger("rehost.agent")
 
 _STOPPING = {"PAUSE": "PAUSED", "STOP": "STOPPED", "DISCONNECT": "DISCONNECTED"}
+# The states an agent may report; PAUSED, STOPPED, DISCONNECTED and STALLED belong to the control plane.
+_REPORTABLE = {"INITIATING", "INITIAL_SYNC", "BACKLOG", "CREATING_SNAPSHOT", "CONTINUOUS", "RESCAN"}
 
 
 class Agent:
@@ -307,7 +309,6 @@ class Agent:
             results, self.results = self.results, []
         backlog = self.backlog_bytes()
         body: dict[str, Any] = {
-            "dataReplicationState": self.replication_state,
             "replicatedDisks": [
                 {
                     "deviceName": r.disk.name,
@@ -323,6 +324,8 @@ class Agent:
             "initialSyncComplete": bool(self.runs) and all(r.initial_sync_complete for r in self.runs),
             "lagSeconds": 0.0 if backlog == 0 else round(time.time() - self.last_cdp, 1),
         }
+        if self.replication_state in _REPORTABLE:
+            body["dataReplicationState"] = self.replication_state
         if self.last_snapshot:
             body["lastSnapshot"] = self.last_snapshot
         if self.last_error:

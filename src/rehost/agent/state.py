@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from rehost.agent.discovery import Disk
@@ -25,8 +26,9 @@ DEFAULT_STATE_DIR = "/var/lib/rehost-agent"
 
 
 def disk_key(device_name: str) -> str:
-    """A file name for a disk: the device name with ``/`` replaced (``/dev/sda`` -> ``dev_sda``)."""
-    return device_name.strip("/").replace("/", "_") or "disk"
+    """A file name for a disk, as the replication server names its staging volume (``/dev/sda`` -> ``dev_sda``)."""
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", device_name.strip("/").replace("/", "_"))
+    return key if key.strip(".") else "disk"
 
 
 def _write_json(path: str, doc: Any, mode: int = 0o644) -> None:
