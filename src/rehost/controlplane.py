@@ -7,6 +7,7 @@ import logging
 import secrets
 import threading
 from pathlib import Path
+from typing import Any
 
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
@@ -16,8 +17,12 @@ from rehost.db.store import Store
 from rehost.errors import StorageError
 from rehost.iam.users import IamDirectory
 from rehost.jobs.runner import JobRunner
+from rehost.replication.control import AgentSnapshotProvider, ReplicationServerManager
 
 log = logging.getLogger("rehost")
+
+MONITOR_INTERVAL = 5.0
+AGENT_SILENCE_SECONDS = 60.0
 
 
 def account_id_for(data_dir: Path) -> str:
@@ -49,12 +54,31 @@ class ControlPlane:
         self.authorizer = Authorizer(self.iam, settings.region)
         self.runner = JobRunner(self.store, settings.data_dir / "work", snapshot_timeout=settings.job_snapshot_timeout)
         self.mgn = MgnService(self.store, settings, self.account, Hooks(submit_job=self.runner.submit))
-        self.agent = AgentService(self.mgn, ReplicationEndpoints())
+        self.replication = ReplicationServerManager(
+            self.store, settings.data_dir, host=settings.replication_host, first_port=settings.replication_port,
+            advertised_host=settings.advertised_replication_host)
+        self.agent = AgentService(self.mgn, ReplicationEndpoints(self.replication.ensure_server_for, self.replication.token_for),
+                                  recommend_instance_type=_recommend)
         self.mgn.hooks.agent_command = self._agent_command
+        self.mgn.hooks.release_replication = self.replication.release
+        self.runner.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
         self._installer_lock = threading.Lock()
         self._installer: Path | None = None
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
         if start_background:
             self.runner.recover()
+            self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        """Every few seconds: restart dead replication servers, flag agents that went silent."""
+        while not self._stop.wait(MONITOR_INTERVAL):
+            try:
+                self.replication.supervise()
+                self.agent.flag_silent_agents(AGENT_SILENCE_SECONDS)
+            except Exception:  # the monitor must outlive any single failure
+                log.exception("monitor pass failed")
 
     def _agent_command(self, server_id: str, command: str) -> None:
         self.agent.queue_command(server_id, command)
@@ -72,5 +96,16 @@ class ControlPlane:
             return self._installer
 
     def close(self) -> None:
+        self._stop.set()
         self.runner.shutdown()
+        self.replication.stop_all()
         self.store.close()
+
+
+def _recommend(source_properties: dict[str, Any]) -> str | None:
+    """MGN's BASIC right-sizing from the source's CPUs and RAM (never the T family)."""
+    from rehost.instancetypes import right_size_source
+
+    if not source_properties.get("cpus") and not source_properties.get("ramBytes"):
+        return None
+    return right_size_source(source_properties).name

@@ -301,6 +301,22 @@ class AgentService:
             repo.save_server(conn, doc)
         return {}
 
+    def flag_silent_agents(self, silence_seconds: float) -> list[str]:
+        """Mark replication STALLED (AGENT_NOT_SEEN) for servers whose agent has been silent too long."""
+        active = ("INITIATING", "INITIAL_SYNC", "BACKLOG", "CREATING_SNAPSHOT", "CONTINUOUS", "RESCAN")
+        cutoff = ids.utcnow() - timedelta(seconds=silence_seconds)
+        flagged: list[str] = []
+        with self.store.transaction() as conn:
+            for _, doc in repo.query_servers(conn, is_archived=False):
+                info = doc.get("dataReplicationInfo") or {}
+                seen = doc["lifeCycle"].get("lastSeenByServiceDateTime")
+                if info.get("dataReplicationState") in active and seen and ids.parse_iso(seen) < cutoff:
+                    info["dataReplicationState"] = DataReplicationState.STALLED.value
+                    info["dataReplicationError"] = {"error": "AGENT_NOT_SEEN"}
+                    repo.save_server(conn, doc)
+                    flagged.append(doc["sourceServerID"])
+        return flagged
+
     # -- commands ---------------------------------------------------------------------------------------
 
     def queue_command(self, server_id: str, command_type: str) -> str:
