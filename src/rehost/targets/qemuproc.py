@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,5 +161,7 @@ def user_netdev(netdev_id: str, hostfwd: dict[int, int], guestfwd: dict[str, int
     for guest_port, host_port in sorted(hostfwd.items()):
         parts.append(f"hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}")
     for guest_addr, host_port in sorted((guestfwd or {}).items()):
-        parts.append(f"guestfwd=tcp:{guest_addr}-tcp:127.0.0.1:{host_port}")
+        # cmd: spawns the relay for every connection the guest opens; a tcp: chardev would connect once,
+        # when QEMU starts, and carry a single guest connection.
+        parts.append(f"guestfwd=tcp:{guest_addr}-cmd:{sys.executable} -m rehost.targets.relay {host_port}")
     return ",".join(parts)
