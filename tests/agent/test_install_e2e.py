@@ -1,0 +1,194 @@
+"""The one-file installer against a real `rehost server` (control plane + replication server processes):
+install, register, replicate an image file until the staging volume is byte-identical, follow later
+writes, and the user's mistakes end in one line and a non-zero exit with nothing registered."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import RunningServer, free_port
+from rehost.agent.bundle import build_installer
+from rehost.agent.control import AgentApiClient
+from rehost.agent.service import stop_background
+from rehost.agent.sigv4 import Credentials
+from rehost.replication.staging import disk_key
+
+from .conftest import MiB, make_image, sha_file
+
+PY = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def installer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_installer(tmp_path_factory.mktemp("bundle") / "rehost-replication-installer-init")
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[RunningServer]:
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = RunningServer(data, free_port(), extra_args=("--replication-port", str(free_port()), "--max-active-source-servers", "2"))
+    srv.start()
+    try:
+        srv.client().initialize_service()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def run_installer(installer: Path, *args: str, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-I", str(installer), *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def flags(cp: RunningServer, key: tuple[str, str], *extra: str) -> list[str]:
+    return ["--endpoint", cp.endpoint, "--region", cp.region, "--aws-access-key-id", key[0],
+            "--aws-secret-access-key", key[1], *extra]
+
+
+def wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def staging_matches(cp: RunningServer, sid: str, image: Path) -> bool:
+    staging = cp.data_dir / "staging" / sid / f"{disk_key(str(image))}.img"
+    return staging.exists() and sha_file(staging) == sha_file(image)
+
+
+def test_foreground_agent_replicates_and_follows_writes(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    key = control_plane.access_key()
+    image = make_image(tmp_path / "disk.img", 24 * MiB, [(0, 2 * MiB), (9 * MiB, 3 * MiB)])
+    cmd = [PY, "-I", str(installer), *flags(control_plane, key, "--no-prompt", "--devices", str(image),
+                                            "--state-dir", str(tmp_path / "state"), "--foreground")]
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "wb"), text=True)
+    try:
+        assert agent.stdout is not None
+        transcript = []
+        for line in agent.stdout:
+            transcript.append(line.rstrip("\n"))
+            if "successfully installed" in line:
+                break
+        text = "\n".join(transcript)
+        sid = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
+        assert sid, text
+        assert "You now have 1 active source server out of a total quota of 2." in text
+        sid_s = sid.group(1)
+        wait_for(lambda: staging_matches(control_plane, sid_s, image), what="initial sync")
+        mgn = control_plane.client(key)
+
+        def synced() -> dict[str, Any] | None:
+            server = mgn.describe_source_servers(filters={"sourceServerIDs": [sid_s]})["items"][0]
+            disks = server.get("dataReplicationInfo", {}).get("replicatedDisks", [])
+            done = disks and all(d["replicatedStorageBytes"] == d["totalStorageBytes"] for d in disks)
+            return server if done else None
+
+        server = wait_for(synced, what="replicatedStorageBytes reported")
+        props = server["sourceProperties"]
+        assert props["disks"] == [{"deviceName": str(image), "bytes": 24 * MiB}]
+        assert props["cpus"] and props["ramBytes"] > 0 and props["os"]["fullString"]
+        # A write on the source reaches the staging volume (image files: by the periodic rescan).
+        with open(image, "r+b") as f:
+            f.seek(17 * MiB + 12345)
+            f.write(os.urandom(70000))
+        wait_for(lambda: staging_matches(control_plane, sid_s, image), what="the new write")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+    assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
+
+
+def test_prompts_then_reinstall_continues_the_same_server(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    key = control_plane.access_key()
+    image = make_image(tmp_path / "disk.img", 4 * MiB, [(0, MiB)])
+    state = str(tmp_path / "state")
+    try:
+        first = run_installer(installer, "--endpoint", control_plane.endpoint, "--state-dir", state, "--no-replication",
+                              stdin=f"{control_plane.region}\n{key[0]}\n{key[1]}\n{image}\n")
+        assert first.returncode == 0, first.stderr
+        out = first.stdout
+        assert "The installation of the rehost Replication Agent has started." in out
+        assert "AWS Region Name: AWS Access Key ID: AWS Secret Access Key: " in out
+        assert "Choose the disks you want to replicate. Your disks are: " in out
+        assert "To replicate all disks, press Enter: " in out
+        assert f"Identified volume for replication: {image} of size 4 MiB" in out
+        assert "All volumes for replication were successfully identified." in out
+        assert "Syncing the source server with the rehost console... Finished." in out
+        assert out.rstrip().endswith("The rehost Replication Agent was successfully installed.")
+        sid = re.search(r"source server ID: (s-[0-9a-f]{17})\.", out)
+        assert sid
+        assert os.stat(os.path.join(state, "credentials.json")).st_mode & 0o777 == 0o600
+        again = run_installer(installer, *flags(control_plane, key, "--no-prompt", "--devices", str(image),
+                                                 "--state-dir", state, "--no-replication"))
+        assert again.returncode == 0, again.stderr
+        assert f"source server ID: {sid.group(1)}." in again.stdout
+        assert "You now have 1 active source server out of" in again.stdout
+    finally:
+        stop_background(state)
+
+
+def _servers(cp: RunningServer, key: tuple[str, str]) -> list[dict[str, Any]]:
+    return cp.client(key).describe_source_servers(filters={})["items"]
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("rehost-replication-installer-init: error: ") and fragment in lines[0], lines
+
+
+def test_wrong_credentials(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    key = control_plane.access_key()
+    image = make_image(tmp_path / "disk.img", MiB, [])
+    proc = run_installer(installer, *flags(control_plane, (key[0], "not-the-secret"), "--no-prompt",
+                                           "--devices", str(image), "--state-dir", str(tmp_path / "st")))
+    _one_line_error(proc, "signature")
+    assert not (tmp_path / "st").exists()
+    unknown = run_installer(installer, *flags(control_plane, ("AKIAUNKNOWNUNKNOWN00", "x"), "--no-prompt",
+                                              "--devices", str(image), "--state-dir", str(tmp_path / "st")))
+    _one_line_error(unknown, "security token")
+    assert _servers(control_plane, key) == []
+
+
+def test_unreachable_endpoint_and_unknown_device(installer: Path, tmp_path: Path) -> None:
+    image = make_image(tmp_path / "disk.img", MiB, [])
+    port = free_port()
+    proc = run_installer(installer, "--endpoint", f"http://127.0.0.1:{port}", "--region", "us-east-1",
+                         "--aws-access-key-id", "AKIAEXAMPLE", "--aws-secret-access-key", "x", "--no-prompt",
+                         "--devices", str(image), "--state-dir", str(tmp_path / "st"))
+    _one_line_error(proc, f"Cannot reach the rehost endpoint http://127.0.0.1:{port}")
+    assert not (tmp_path / "st").exists()
+    proc = run_installer(installer, "--endpoint", f"http://127.0.0.1:{port}", "--region", "us-east-1",
+                         "--aws-access-key-id", "AKIAEXAMPLE", "--aws-secret-access-key", "x", "--no-prompt",
+                         "--devices", str(tmp_path / "nope.img"), "--state-dir", str(tmp_path / "st"))
+    _one_line_error(proc, "Unknown device")
+    missing = run_installer(installer, "--no-prompt", "--devices", str(image), "--endpoint", "http://127.0.0.1:1")
+    _one_line_error(missing, "--no-prompt")
+
+
+def test_quota_reached(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    key = control_plane.access_key()
+    api = AgentApiClient(control_plane.endpoint, control_plane.region, Credentials(*key))
+    for name in ("other-1", "other-2"):
+        api.register_agent({"hostname": name, "userProvidedID": name}, {}, [{"deviceName": "/dev/sda", "bytes": MiB, "isBoot": True}],
+                           no_replication=True)
+    image = make_image(tmp_path / "disk.img", MiB, [])
+    proc = run_installer(installer, *flags(control_plane, key, "--no-prompt", "--devices", str(image),
+                                           "--state-dir", str(tmp_path / "st"), "--user-provided-id", "third"))
+    _one_line_error(proc, "")
+    assert proc.returncode == 5
+    assert len(_servers(control_plane, key)) == 2
