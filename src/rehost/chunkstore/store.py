@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import zstandard
 
@@ -212,8 +213,8 @@ class ChunkStore:
     def store_chunks(self, chunks: Sequence[bytes]) -> list[bytes | None]:
         """Store a batch of raw chunks; return each one's digest, or None for an all-zero chunk.
 
-        Hashing and compression run on a thread pool (both release the GIL), so a batch of a few MiB
-        uses every core. Chunks the store already holds are not compressed again.
+        Hashing (on a thread pool: hashlib releases the GIL) and compression use every core for a
+        batch of a few MiB. Chunks the store already holds are not compressed again.
         """
         out: list[bytes | None] = [None] * len(chunks)
         work = [i for i, c in enumerate(chunks) if not _is_zero(c)]
@@ -229,7 +230,7 @@ class ChunkStore:
             if d in new_set:
                 new.append(i)
                 new_set.discard(d)  # the same chunk twice in one batch: store it once
-        for i, (codec, payload) in zip(new, pool.map(lambda i: self._encode(chunks[i]), new), strict=True):
+        for i, (codec, payload) in zip(new, self._encode_many([chunks[i] for i in new]), strict=True):
             self._add(_known(out[i]), codec, payload, len(chunks[i]))
         return out
 
@@ -385,6 +386,21 @@ class ChunkStore:
         if len(packed) < len(data):
             return CODEC_ZSTD, packed
         return CODEC_RAW, bytes(data)
+
+    def _encode_many(self, datas: list[bytes]) -> list[tuple[int, bytes]]:
+        """``_encode`` of each; a batch is compressed on every core at once (python-zstandard's
+        ``compress`` holds the GIL, its ``multi_compress_to_buffer`` does not)."""
+        if len(datas) < 2 or (os.cpu_count() or 1) < 2:
+            return [self._encode(d) for d in datas]
+        cctx = getattr(self._tls, "cctx", None)
+        if cctx is None:
+            cctx = self._tls.cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
+        packed = cctx.multi_compress_to_buffer(cast(Any, datas), threads=os.cpu_count() or 1)
+        out = []
+        for j, data in enumerate(datas):
+            payload = packed[j].tobytes()
+            out.append((CODEC_ZSTD, payload) if len(payload) < len(data) else (CODEC_RAW, bytes(data)))
+        return out
 
     def _decode(self, digest: bytes, codec: int, payload: bytes, size: int, *, verify: bool) -> bytes:
         if codec == CODEC_RAW:
