@@ -1,0 +1,20 @@
+"""``rehost demo``: the seed's migration, end to end, on this machine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="migrate a real running web server end to end, as the hands-on does")
+    p.add_argument("--work-dir", type=Path, default=Path(".cache/demo"),
+                   help="where images (cached between runs), VMs and the demo's data directory go")
+    p.add_argument("--flavor", default="web", choices=["web", "minimal"], help="source image flavor")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rehost.demo.flow import main
+
+    return main(args.work_dir.resolve(), args.flavor)

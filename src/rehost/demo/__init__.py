@@ -1,0 +1,1 @@
+"""The hands-on migration, end to end (`rehost demo`, `make demo`)."""
