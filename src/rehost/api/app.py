@@ -21,7 +21,13 @@ from starlette.routing import Mount, Route
 
 from rehost import errors, ids
 from rehost.api.auth.authorize import resources_for
-from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized, validation_error
+from rehost.api.core.errors import (
+    AwsError,
+    from_rehost_error,
+    not_implemented,
+    uninitialized,
+    validation_error,
+)
 from rehost.api.core.model import RestJsonService
 
 if TYPE_CHECKING:
@@ -149,7 +155,8 @@ def build_app(cp: ControlPlane, extra_routes: list[Route | Mount] | None = None,
     routes: list[Any] = [
         Route("/healthz", health, methods=["GET"]),
         Route("/installer/linux/rehost-replication-installer-init", installer, methods=["GET"]),
-        Route("/agent/{action}", agent_api, methods=["POST"]),
+        # A bound method, not the instance: Starlette treats a callable object as a raw ASGI app.
+        Route("/agent/{action}", agent_api.__call__, methods=["POST"]),
         *(extra_routes or []),
         Route("/{path:path}", root, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]

@@ -17,7 +17,6 @@ from sqlalchemy import Connection, and_, delete, func, select, update
 from rehost.db import schema
 from rehost.errors import NotFound
 
-
 # -- pagination ------------------------------------------------------------------------------------------
 
 def encode_token(seq: int) -> str:

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobType(str, Enum):
+class JobType(StrEnum):
     LAUNCH = "LAUNCH"
     TERMINATE = "TERMINATE"
 
 
-class InitiatedBy(str, Enum):
+class InitiatedBy(StrEnum):
     START_TEST = "START_TEST"
     START_CUTOVER = "START_CUTOVER"
     DIAGNOSTIC = "DIAGNOSTIC"
     TERMINATE = "TERMINATE"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     PENDING = "PENDING"
     STARTED = "STARTED"
     COMPLETED = "COMPLETED"
 
 
-class LaunchStatus(str, Enum):
+class LaunchStatus(StrEnum):
     PENDING = "PENDING"
     IN_PROGRESS = "IN_PROGRESS"
     LAUNCHED = "LAUNCHED"
@@ -31,7 +31,7 @@ class LaunchStatus(str, Enum):
     TERMINATED = "TERMINATED"
 
 
-class JobLogEvent(str, Enum):
+class JobLogEvent(StrEnum):
     JOB_START = "JOB_START"
     SERVER_SKIPPED = "SERVER_SKIPPED"
     CLEANUP_START = "CLEANUP_START"

@@ -6,12 +6,12 @@ Every change of ``lifeCycle.state`` goes through :func:`transition`; an illegal 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from rehost.errors import Conflict
 
 
-class LifeCycleState(str, Enum):
+class LifeCycleState(StrEnum):
     NOT_READY = "NOT_READY"
     READY_FOR_TEST = "READY_FOR_TEST"
     TESTING = "TESTING"
@@ -21,7 +21,7 @@ class LifeCycleState(str, Enum):
     DISCONNECTED = "DISCONNECTED"
 
 
-class Trigger(str, Enum):
+class Trigger(StrEnum):
     """What moves a server: an API call or an event of replication."""
 
     INITIAL_SYNC_DONE = "initial sync complete with a launchable snapshot"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class DataReplicationState(str, Enum):
+class DataReplicationState(StrEnum):
     STOPPED = "STOPPED"
     INITIATING = "INITIATING"
     INITIAL_SYNC = "INITIAL_SYNC"

@@ -13,7 +13,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ class IamDirectory:
             "Arn": self.user_arn(row.name),
             "Path": "/",
             "CreateDate": ids.iso(
-                row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+                row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
             ),
         }
 
@@ -300,7 +300,7 @@ class IamDirectory:
                     "AccessKeyId": r.access_key_id,
                     "Status": r.status,
                     "CreateDate": ids.iso(
-                        r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=timezone.utc)
+                        r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC)
                     ),
                 }
                 for r in rows
@@ -333,7 +333,7 @@ class IamDirectory:
             return None
         exp = row.expiration
         if exp is not None and exp.tzinfo is None:
-            exp = exp.replace(tzinfo=timezone.utc)
+            exp = exp.replace(tzinfo=UTC)
         return KeyRecord(
             row.access_key_id,
             self._decrypt(row.secret_enc),

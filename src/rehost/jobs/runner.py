@@ -21,7 +21,7 @@ from rehost.db import repo
 from rehost.db.store import Store
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
 from rehost.errors import RehostError
-from rehost.jobs.interfaces import Converter, LaunchRequest, Launcher, SnapshotProvider, SnapshotRef
+from rehost.jobs.interfaces import Converter, Launcher, LaunchRequest, SnapshotProvider, SnapshotRef
 
 log = logging.getLogger("rehost.jobs")
 

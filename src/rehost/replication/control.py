@@ -141,7 +141,7 @@ class ReplicationServerManager:
         return port
 
     def _spawn(self, rs_id: str, wanted_port: int | None) -> tuple[int, int]:
-        self.ca_pem  # the TLS material must exist before the server reads it
+        _ = self.ca_pem  # the TLS material must exist before the server reads it
         port = self._pick_port(wanted_port)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -216,9 +216,9 @@ class ReplicationServerManager:
 
     def stop_all(self) -> None:
         """Stop the processes this control plane started (on shutdown); their records stay for re-attach."""
-        for rs_id, proc in list(self._procs.items()):
+        for proc in self._procs.values():
             proc.terminate()
-        for rs_id, proc in list(self._procs.items()):
+        for proc in self._procs.values():
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

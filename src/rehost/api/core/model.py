@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -237,6 +237,6 @@ def serialize(shape: Shape, value: Any) -> Any:
         return {k: serialize(shape.value, v) for k, v in value.items()}
     if t == "timestamp":
         if isinstance(value, datetime):
-            return value.astimezone(timezone.utc).timestamp()
+            return value.astimezone(UTC).timestamp()
         return value
     return value
