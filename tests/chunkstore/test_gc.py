@@ -110,3 +110,18 @@ def test_gc_waits_for_readers_and_refuses_damaged_manifests(store: SnapshotStore
     with pytest.raises(SnapshotError, match="gc refused"):
         store.gc()
     assert store.chunks.stats().chunks == 1  # nothing collected
+
+
+def test_a_failed_create_leaves_no_snapshot_and_only_garbage(store: SnapshotStore, tmp_path: Path) -> None:
+    good = make_image(tmp_path / "a.img", 8 * CHUNK_SIZE, [(0, rand(8 * CHUNK_SIZE, 1))])
+    volumes = {
+        "/dev/sda": VolumeSource(good, 8 * CHUNK_SIZE, None),
+        "/dev/sdb": VolumeSource(tmp_path / "vanished.img", CHUNK_SIZE, None),
+    }
+    with pytest.raises(SnapshotError):
+        store.create("s-1", volumes, T0)
+    assert store.list("s-1") == []
+    store.chunks.flush()  # whatever the failed create stored is now durable, and unreferenced
+    assert store.chunks.stats().chunks == 8
+    assert store.gc().chunks_removed == 8
+    assert store.chunks.stats().chunks == 0

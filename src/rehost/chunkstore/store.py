@@ -24,7 +24,7 @@ import secrets
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +182,13 @@ class ChunkStore:
         try:
             payload = self.backend.get(pack_name(loc.pack), loc.offset, loc.length)
         except ObjectNotFound as exc:
-            raise StorageError(f"chunk {d.hex()} is unreadable: pack {loc.pack} is missing") from exc
+            # A collection in another process may have moved the chunk to a new pack since the
+            # look-up (callers that hold the store lock never see this): look it up once more.
+            moved = self.locate(d)
+            if moved == loc:
+                raise StorageError(f"chunk {d.hex()} is unreadable: pack {loc.pack} is missing") from exc
+            loc = moved
+            payload = self.backend.get(pack_name(loc.pack), loc.offset, loc.length)
         if len(payload) != loc.length:
             raise StorageError(f"chunk {d.hex()} is unreadable: pack {loc.pack} is truncated")
         return self._decode(d, loc.codec, payload, loc.size, verify=verify)
@@ -359,8 +365,11 @@ class ChunkStore:
         except sqlite3.Error as exc:
             raise StorageError(f"chunk index query failed: {exc}") from exc
 
-    def _transaction(self, body: object) -> None:
-        assert callable(body)
+    def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
+        with self._mutex:  # one connection serves every thread: one transaction at a time
+            self._transaction_locked(body)
+
+    def _transaction_locked(self, body: Callable[[sqlite3.Connection], object]) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
