@@ -64,8 +64,9 @@ def wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> A
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def staging_matches(cp: RunningServer, sid: str, image: Path) -> bool:
-    staging = cp.data_dir / "staging" / sid / f"{disk_key(str(image))}.img"
+def staging_matches(cp: RunningServer, sid: str, image: Path, device_name: str = "") -> bool:
+    """The staging volume of `device_name` (default: the image's path) holds exactly `image`'s bytes."""
+    staging = cp.data_dir / "staging" / sid / f"{disk_key(device_name or str(image))}.img"
     return staging.exists() and sha_file(staging) == sha_file(image)
 
 

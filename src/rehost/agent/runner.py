@@ -184,8 +184,17 @@ class Agent:
                         self.replication_state = "RESCAN" if run.initial_sync_complete else "INITIAL_SYNC"
                         self._report_now.set()
                         started = time.monotonic()
+                        sent, dedup = session.bytes_sent, session.bytes_deduplicated
                         if not session.full_scan(run, self.interrupt):
                             break
+                        log.info(
+                            "scanned %s (%d bytes) in %.2f s: %d bytes sent, %d already held by the server",
+                            run.disk.name,
+                            run.size,
+                            time.monotonic() - started,
+                            session.bytes_sent - sent,
+                            session.bytes_deduplicated - dedup,
+                        )
                         # Untracked disks are rescanned again after five times the scan's duration, at
                         # least every 2 s: the scan bounds the lag without saturating the disk.
                         next_rescan[run.index] = time.monotonic() + max(2.0, 5 * (time.monotonic() - started))
