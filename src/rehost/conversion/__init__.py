@@ -1,0 +1,39 @@
+"""Conversion: a snapshot's boot disk -> a qcow2 that boots on the target's virtio hardware.
+
+``convert(source, boot_device, work_dir)`` works on a disk file or stream; `SnapshotConverter` is the job
+runner's `Converter` over the chunk store's snapshots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rehost.conversion.convert import ConvertedImage, convert
+from rehost.jobs.interfaces import SnapshotRef
+
+__all__ = ["ConvertedImage", "SnapshotConverter", "convert"]
+
+
+class SnapshotConverter:
+    """`rehost.jobs.interfaces.Converter` reading snapshots from the chunk store in ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+
+    def convert(self, snapshot: SnapshotRef, boot_device: str, work_dir: Path) -> ConvertedImage:
+        """Export ``boot_device`` of ``snapshot`` (sparse raw) and convert it; raises ConversionError."""
+        from rehost.chunkstore.snapshots import SnapshotStore
+        from rehost.errors import ConversionError, RehostError
+
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        export = work_dir / "snapshot.raw"
+        try:
+            SnapshotStore.open(self.data_dir, create=False).export(
+                snapshot.source_server_id, snapshot.snapshot_id, boot_device, export, fmt="raw")
+        except RehostError as exc:
+            raise ConversionError(f"cannot read {boot_device} of {snapshot.snapshot_id}: {exc.message}") from exc
+        try:
+            return convert(export, boot_device, work_dir, consume=True)
+        finally:
+            export.unlink(missing_ok=True)
