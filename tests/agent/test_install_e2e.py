@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import RunningServer, free_port
+from helpers import RunningServer, free_port, rehost_cli
 from rehost.agent.bundle import build_installer
 from rehost.agent.control import AgentApiClient
 from rehost.agent.service import stop_background
@@ -106,6 +106,20 @@ def test_foreground_agent_replicates_and_follows_writes(installer: Path, control
             f.seek(17 * MiB + 12345)
             f.write(os.urandom(70000))
         wait_for(lambda: staging_matches(control_plane, sid_s, image), what="the new write")
+        # The agent took the first snapshot after the initial sync: the server is ready for testing.
+        ready = wait_for(lambda: mgn.describe_source_servers(filters={"sourceServerIDs": [sid_s]})["items"][0]
+                         ["lifeCycle"]["state"] == "READY_FOR_TEST", what="READY_FOR_TEST")
+        assert ready
+        # A snapshot requested through the control plane is taken by the agent in-stream and holds the
+        # source's bytes as of the request.
+        with open(image, "r+b") as f:
+            f.seek(3 * MiB)
+            f.write(os.urandom(5000))
+        snap = rehost_cli("snapshot", "create", sid_s, "--sync", data_dir=control_plane.data_dir).stdout.strip()
+        exported = tmp_path / "export.img"
+        rehost_cli("snapshot", "export", sid_s, "--disk", str(image), "--snapshot", snap.split()[-1],
+                   "--output", str(exported), data_dir=control_plane.data_dir)
+        assert sha_file(exported) == sha_file(image)
     finally:
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(timeout=60)

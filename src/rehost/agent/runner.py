@@ -86,6 +86,7 @@ class Agent:
         """Replicate until DISCONNECT or `stop()`; always removes the tracefs instance and closes files."""
         self.state.reset_for(self.source_server_id)
         self.replication = self.state.replication()
+        self.last_snapshot = self.replication.get("lastSnapshot")
         try:
             self.api.update_source_properties(self.source_server_id, source_properties(self.disk_specs))
         except RehostError as exc:
@@ -207,6 +208,9 @@ class Agent:
                         run.needs_scan = True
                 if session.sent_since_flush or any(r.pending for r in self.runs):
                     session.flush()
+                if not self.last_snapshot and all(r.initial_sync_complete for r in self.runs):
+                    # MGN's "initial sync 100% - finalizing": the first launchable snapshot.
+                    self._snapshot(session, "initial-sync", sync=False)
                 self._update_steady_state()
                 if not self._drain_commands(session):
                     return
@@ -283,8 +287,11 @@ class Agent:
         reply = session.snapshot(command_id)
         self.last_snapshot = {
             "snapshotID": reply.snapshot_id,
-            "dateTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(reply.taken_at_ms / 1000)),
+            "dateTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(reply.taken_at_ms / 1000))
+            + ".%03dZ" % (reply.taken_at_ms % 1000),
         }
+        self.replication["lastSnapshot"] = self.last_snapshot
+        self.state.save_replication(self.replication)
         self._update_steady_state()
 
     # -- control thread --------------------------------------------------------------------------------------
