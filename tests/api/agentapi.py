@@ -1,0 +1,93 @@
+"""A small SigV4-signing client for the agent API (``POST /agent/<Action>``, docs/contracts.md).
+
+Tests use it to play the replication agent: register source servers and report replication progress, so
+the public MGN API can be driven through the whole lifecycle without a real agent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+_MAC = itertools.count(1)
+
+
+class AgentApiError(Exception):
+    """The agent API answered an error: its HTTP status, ``x-amzn-ErrorType`` and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class AgentClient:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    session_token: str | None = None
+
+    def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Sign and send one agent call; return its JSON answer or raise AgentApiError."""
+        url = f"{self.endpoint}/agent/{action}"
+        data = json.dumps(body).encode()
+        request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
+        SigV4Auth(Credentials(self.access_key, self.secret_key, self.session_token), "mgn", self.region).add_auth(request)
+        prepared = urllib.request.Request(url, data=data, method="POST", headers=dict(request.headers.items()))
+        try:
+            with urllib.request.urlopen(prepared, timeout=60) as resp:
+                return dict(json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            try:
+                message = json.loads(payload).get("message", "")
+            except ValueError:
+                message = payload.decode(errors="replace")
+            raise AgentApiError(exc.code, exc.headers.get("x-amzn-ErrorType", ""), message) from None
+
+    # -- the calls a real agent makes, with plausible bodies --------------------------------------------
+
+    def register(self, hostname: str | None = None, *, mac: str | None = None, tags: dict[str, str] | None = None,
+                 no_replication: bool = False, user_provided_id: str | None = None) -> dict[str, Any]:
+        n = next(_MAC)
+        mac = mac or f"52:54:00:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+        hostname = hostname or f"host-{n}"
+        hints: dict[str, Any] = {"hostname": hostname, "fqdn": f"{hostname}.example.test", "macAddresses": [mac]}
+        if user_provided_id:
+            hints["userProvidedID"] = user_provided_id
+        body: dict[str, Any] = {
+            "hints": hints,
+            "sourceProperties": {
+                "ramBytes": 2 * 1024**3,
+                "os": {"fullString": "Debian GNU/Linux 12 (bookworm)"},
+                "cpus": [{"cores": 2, "modelName": "QEMU Virtual CPU"}],
+                "networkInterfaces": [{"macAddress": mac, "ips": ["10.0.0.5"], "isPrimary": True}],
+            },
+            "devices": [{"deviceName": "/dev/sda", "bytes": 8 * 1024**3, "isBoot": True}],
+            "noReplication": no_replication,
+        }
+        if tags:
+            body["tags"] = tags
+        return self.call("RegisterAgentForMgn", body)
+
+    def report_synced(self, server_id: str, *, snapshot_id: str = "snap-0123456789abcdef0",
+                      when: str = "2024-01-01T00:00:00.000000Z") -> dict[str, Any]:
+        """Report the initial sync complete with a snapshot: the server becomes READY_FOR_TEST."""
+        disk = {"deviceName": "/dev/sda", "totalStorageBytes": 8 * 1024**3, "replicatedStorageBytes": 8 * 1024**3,
+                "rescannedStorageBytes": 0, "backloggedStorageBytes": 0}
+        return self.call("UpdateAgentReplicationInfoForMgn", {
+            "sourceServerID": server_id, "dataReplicationState": "CONTINUOUS", "replicatedDisks": [disk],
+            "initialSyncComplete": True, "lagSeconds": 1.0,
+            "lastSnapshot": {"snapshotID": snapshot_id, "dateTime": when},
+        })
