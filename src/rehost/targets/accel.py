@@ -24,13 +24,13 @@ PROBE_TIMEOUT = 25.0
 _BOOTED = ("Unable to mount root", "Kernel panic", "Run /init")
 
 
-def kvm_boots(kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """Boot ``kernel`` under KVM (no disk, no initrd); return (whether it ran to its end, why)."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+def kernel_boots(kernel: Path, accel: str = "kvm", timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Boot ``kernel`` under ``accel`` (no disk, no initrd); return (whether it ran to its end, why)."""
+    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is not usable"
     with tempfile.TemporaryDirectory(prefix="rehost-kvmprobe-") as tmp:
         serial = Path(tmp) / "serial.log"
-        argv = [QEMU, "-accel", "kvm", "-machine", "pc", "-m", "256", "-nodefaults", "-display", "none",
+        argv = [QEMU, "-accel", accel, "-machine", "pc", "-m", "256", "-nodefaults", "-display", "none",
                 "-no-reboot", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
                 "-serial", f"file:{serial}"]
         try:
@@ -42,12 +42,12 @@ def kvm_boots(kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
             while time.monotonic() < deadline:
                 text = serial.read_text(errors="replace") if serial.exists() else ""
                 if any(m in text for m in _BOOTED):
-                    return True, "a Linux kernel booted under KVM"
+                    return True, f"a Linux kernel booted under {accel.upper()}"
                 if proc.poll() is not None:
                     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                    return False, f"QEMU with KVM exited: {err[-300:]}" if err else "QEMU with KVM exited early"
+                    return False, f"QEMU ({accel}) exited early: {err[-300:]}"
                 time.sleep(0.25)
-            return False, f"a Linux kernel did not boot under KVM within {timeout:.0f} s"
+            return False, f"a Linux kernel did not boot under {accel.upper()} within {timeout:.0f} s"
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -72,7 +72,7 @@ def choose_accelerator(requested: str, cache_file: Path, kernel: Path | None) ->
     if kernel is None or not kernel.exists():
         log.info("accelerator tcg (no kernel to probe KVM with)")
         return "tcg"
-    ok, reason = kvm_boots(kernel)
+    ok, reason = kernel_boots(kernel, "kvm")
     accel = "kvm" if ok else "tcg"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_suffix(".tmp")

@@ -51,16 +51,20 @@ SHUTDOWN_GRACE = 60.0  # seconds a guest gets to power off before QEMU is stoppe
 class QemuTarget:
     """`TargetDriver` on local QEMU. ``accel`` is "auto" (probe once, cache), "kvm" or "tcg".
 
+    `stop` asks the guest to power off (ACPI) and stops QEMU hard after ``shutdown_timeout`` seconds.
+
     With "auto" the KVM probe boots the kernel file ``vmlinuz`` found beside a launched ``disk_image``
     (the converter leaves it there); without one the driver uses TCG.
     """
 
-    def __init__(self, instances_dir: Path, accel: str = "auto") -> None:
+    def __init__(self, instances_dir: Path, accel: str = "auto", *,
+                 shutdown_timeout: float = SHUTDOWN_GRACE) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise TargetError(f"unknown accelerator {accel!r} (auto, kvm, tcg)")
         self.dir = Path(instances_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.requested_accel = accel
+        self.shutdown_timeout = shutdown_timeout
         self._lock = threading.RLock()
 
     # ---- records ---------------------------------------------------------------------------------
@@ -131,6 +135,8 @@ class QemuTarget:
         if state in ("stopped", "terminated"):
             return rec
         marker = str(self.dir / rec["instance_id"])
+        if state == "stopping" and time.time() - rec.get("stop_requested_at", 0) > self.shutdown_timeout:
+            kill(rec.get("pid") or 0, marker)  # the guest ignored the power-off request
         if not pid_alive(rec.get("pid"), marker):
             if state == "stopping":
                 rec["state"], rec["state_reason"] = "stopped", "Client.UserInitiatedShutdown"
@@ -222,7 +228,7 @@ class QemuTarget:
                 raise TargetError(f"instance {instance_id} is terminated")
             if rec["state"] in ("stopped", "stopping"):
                 return self._to_instance(rec)
-            rec["state"] = "stopping"
+            rec["state"], rec["stop_requested_at"] = "stopping", time.time()
             self._save(rec)
             pid, marker = rec["pid"], str(self.dir / instance_id)
         # An ACPI power-off lets the guest flush and shut down; QEMU then exits by itself (-no-shutdown
@@ -236,7 +242,7 @@ class QemuTarget:
         return self.describe(instance_id)
 
     def _reap(self, pid: int, marker: str) -> None:
-        deadline = time.monotonic() + SHUTDOWN_GRACE
+        deadline = time.monotonic() + self.shutdown_timeout
         while time.monotonic() < deadline and pid_alive(pid, marker):
             time.sleep(0.5)
         kill(pid, marker)
