@@ -1,0 +1,217 @@
+"""EC2's query protocol, driven by botocore's ``ec2`` model: form parameters in, XML out.
+
+Input: ``Action=...&Version=...&InstanceId.1=i-...&Filter.1.Name=...&Filter.1.Value.1=...`` is decoded
+into plain Python values keyed by the model's member names (exactly the inverse of botocore's
+``EC2Serializer``: a member's wire name is its ``queryName``, else its capitalised ``locationName``, else
+its member name; list items are ``Name.N``). Values are validated against the model (required members,
+enums, integer ranges); a violation is an `Ec2ApiError` with EC2's code (MissingParameter,
+InvalidParameterValue).
+
+Output: a handler's dict (member names) becomes ``<ActionResponse xmlns=...><requestId/>...`` with each
+member under its ``locationName`` and list items as ``<item>``, which is what botocore's
+``EC2QueryParser`` reads. Errors are EC2's ``<Response><Errors><Error><Code/><Message/></Error></Errors>
+<RequestID/></Response>``.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from xml.sax.saxutils import escape
+
+import botocore.session
+from botocore.model import OperationModel, ServiceModel, Shape
+
+from rehost import ids
+
+API_VERSION = "2016-11-15"
+XMLNS = f"http://ec2.amazonaws.com/doc/{API_VERSION}/"
+
+
+class Ec2ApiError(Exception):
+    """An error answered to an EC2 client: EC2's error code, its message and the HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@cache
+def ec2_model() -> ServiceModel:
+    return botocore.session.get_session().get_service_model("ec2")
+
+
+def operation(action: str) -> OperationModel | None:
+    """The model of ``action``, or None when EC2 has no such action."""
+    model = ec2_model()
+    if action not in model.operation_names:
+        return None
+    return model.operation_model(action)
+
+
+# -- input ----------------------------------------------------------------------------------------------
+
+def _wire_name(shape: Shape, default: str) -> str:
+    ser = shape.serialization
+    if "queryName" in ser:
+        return str(ser["queryName"])
+    if "name" in ser:
+        name = str(ser["name"])
+        return name[0].upper() + name[1:]
+    return default
+
+
+def parse_params(op: OperationModel, form: dict[str, str]) -> dict[str, Any]:
+    """Decode the flat form parameters of ``op`` into member-named values and validate them."""
+    shape = op.input_shape
+    if shape is None:
+        return {}
+    keys = sorted(form)
+    value = _decode_structure(shape, form, keys, "")
+    _check_required(shape, value, "")
+    return value
+
+
+def _has_prefix(keys: list[str], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in keys)
+
+
+def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> Any:
+    t = shape.type_name
+    if t == "structure":
+        return _decode_structure(shape, form, keys, key + ".")
+    if t == "list":
+        indices = sorted({int(k[len(key) + 1:].split(".", 1)[0]) for k in keys
+                          if k.startswith(key + ".") and k[len(key) + 1:].split(".", 1)[0].isdigit()})
+        return [_decode(shape.member, form, keys, f"{key}.{i}") for i in indices]
+    if t == "map":
+        out: dict[str, Any] = {}
+        i = 1
+        while f"{key}.{i}.key" in form or f"{key}.entry.{i}.key" in form:
+            base = f"{key}.{i}" if f"{key}.{i}.key" in form else f"{key}.entry.{i}"
+            out[form[base + ".key"]] = _decode(shape.value, form, keys, base + ".value")
+            i += 1
+        return out
+    return _scalar(shape, form.get(key), key)
+
+
+def _decode_structure(shape: Shape, form: dict[str, str], keys: list[str], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, member in shape.members.items():
+        key = prefix + _wire_name(member, name)
+        if member.type_name in ("structure", "list", "map"):
+            if _has_prefix(keys, key + "."):
+                out[name] = _decode(member, form, keys, key)
+            elif member.type_name == "list" and form.get(key) == "":
+                out[name] = []  # the query protocol's empty list
+        elif key in form:
+            out[name] = _scalar(member, form[key], key)
+    return out
+
+
+def _scalar(shape: Shape, text: str | None, key: str) -> Any:
+    if text is None:
+        return None
+    t = shape.type_name
+    if t in ("integer", "long"):
+        try:
+            value = int(text)
+        except ValueError:
+            raise invalid_value(key, text) from None
+        md = shape.metadata
+        if ("min" in md and value < md["min"]) or ("max" in md and value > md["max"]):
+            raise invalid_value(key, text)
+        return value
+    if t == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise invalid_value(key, text)
+        return text.lower() == "true"
+    if t in ("double", "float"):
+        try:
+            return float(text)
+        except ValueError:
+            raise invalid_value(key, text) from None
+    if t == "timestamp":
+        try:
+            return ids.parse_iso(text)
+        except ValueError:
+            raise invalid_value(key, text) from None
+    if t == "blob":
+        try:
+            return base64.b64decode(text, validate=True)
+        except ValueError:
+            raise invalid_value(key, text) from None
+    if shape.enum and text not in shape.enum:
+        raise invalid_value(key, text)
+    return text
+
+
+def _check_required(shape: Shape, value: dict[str, Any], prefix: str) -> None:
+    for name in shape.required_members:
+        if value.get(name) in (None, [], {}):
+            raise Ec2ApiError("MissingParameter", f"The request must contain the parameter {prefix}{name}")
+    for name, item in value.items():
+        member = shape.members[name]
+        if member.type_name == "structure" and isinstance(item, dict):
+            _check_required(member, item, f"{prefix}{name}.")
+        elif member.type_name == "list" and member.member.type_name == "structure":
+            for i, element in enumerate(item, 1):
+                _check_required(member.member, element, f"{prefix}{name}.{i}.")
+
+
+def invalid_value(key: str, text: str) -> Ec2ApiError:
+    return Ec2ApiError("InvalidParameterValue", f"Value ({text}) for parameter {key} is invalid.")
+
+
+# -- output ---------------------------------------------------------------------------------------------
+
+def response_xml(op: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
+    """The XML body of a successful ``op`` whose member-named output is ``result``."""
+    parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{op.name}Response xmlns="{XMLNS}">',
+             f"<requestId>{escape(request_id)}</requestId>"]
+    if op.output_shape is not None:
+        parts.append(_structure_body(op.output_shape, result))
+    parts.append(f"</{op.name}Response>")
+    return "".join(parts).encode()
+
+
+def _structure_body(shape: Shape, value: dict[str, Any]) -> str:
+    out = []
+    for name, member in shape.members.items():
+        item = value.get(name)
+        if item is None:
+            continue
+        tag = member.serialization.get("name", name)
+        out.append(f"<{tag}>{_body(member, item)}</{tag}>")
+    return "".join(out)
+
+
+def _body(shape: Shape, value: Any) -> str:
+    t = shape.type_name
+    if t == "structure":
+        return _structure_body(shape, value)
+    if t == "list":
+        tag = shape.member.serialization.get("name", "member")
+        return "".join(f"<{tag}>{_body(shape.member, v)}</{tag}>" for v in value)
+    if t == "map":
+        return "".join(f"<entry><key>{escape(str(k))}</key><value>{_body(shape.value, v)}</value></entry>"
+                       for k, v in value.items())
+    if t == "boolean":
+        return "true" if value else "false"
+    if t == "timestamp":
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        return escape(str(value))
+    if t == "blob":
+        return base64.b64encode(value).decode()
+    return escape(str(value))
+
+
+def error_xml(err: Ec2ApiError, request_id: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(err.code)}</Code>'
+            f"<Message>{escape(err.message)}</Message></Error></Errors>"
+            f"<RequestID>{escape(request_id)}</RequestID></Response>").encode()
