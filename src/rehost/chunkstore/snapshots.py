@@ -154,6 +154,11 @@ class SnapshotStore:
                 to_read = [i for i in todo if _mark_hole(table, i, has_data)]
                 for b in range(0, len(to_read), _BATCH):
                     self._ingest_batch(f.fileno(), vol.size, to_read[b : b + _BATCH], table)
+            # Every digest this snapshot adds must be held before a manifest may name it (cheap: one
+            # index query per 500 chunks); digests reused from the previous manifest were held already.
+            added = {bytes(table[32 * i : 32 * i + 32]) for i in to_read} - {HOLE}
+            if self.chunks.missing(added):
+                raise SnapshotError(f"chunks of {device} could not be stored")
         except OSError as exc:
             raise SnapshotError(f"cannot read staging volume {vol.path} of {device}: {exc.strerror}") from exc
         except StorageError as exc:
