@@ -125,3 +125,19 @@ def test_a_failed_create_leaves_no_snapshot_and_only_garbage(store: SnapshotStor
     assert store.chunks.stats().chunks == 8
     assert store.gc().chunks_removed == 8
     assert store.chunks.stats().chunks == 0
+
+
+def test_cli_gc(
+    store: SnapshotStore, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehost.cli.main import main
+
+    img = make_image(tmp_path / "a.img", 4 * CHUNK_SIZE, [(0, rand(4 * CHUNK_SIZE, 1))])
+    first = store.create("s-1", {"/dev/sda": VolumeSource(img, 4 * CHUNK_SIZE, None)}, T0)
+    with open(img, "r+b") as f:
+        f.write(rand(CHUNK_SIZE, 2))
+    store.create("s-1", {"/dev/sda": VolumeSource(img, 4 * CHUNK_SIZE, {0})}, T0 + timedelta(minutes=1))
+    store.delete("s-1", first.snapshot_id)
+    assert main(["snapshot", "gc", "--data-dir", str(data_dir)]) == 0
+    assert "removed 1 chunks" in capsys.readouterr().out
+    assert store.chunks.stats().chunks == 4

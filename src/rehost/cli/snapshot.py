@@ -38,6 +38,11 @@ def register(subparsers: Any) -> None:
     _data_dir(p)
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("gc", help="remove chunks no snapshot references and compact packs")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for running snapshots")
+    _data_dir(p)
+    p.set_defaults(func=cmd_gc)
+
     p = sub.add_parser("create", help="take a snapshot now (through the running rehost server)")
     p.add_argument("source_server_id", metavar="SOURCE_SERVER_ID")
     p.add_argument("--sync", action="store_true", help="rescan untracked disks before the snapshot")
@@ -117,6 +122,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"verify found {len(report.bad_chunks)} bad chunk(s) and {len(report.bad_manifests)} bad manifest(s)"
         )
     print(f"ok: {report.chunks_checked} chunks in {report.manifests_checked} snapshots verified")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        stats = store.gc(timeout=args.timeout)
+    print(
+        f"removed {stats.chunks_removed} chunks; deleted {stats.packs_deleted} and rewrote "
+        f"{stats.packs_rewritten} packs; freed {stats.bytes_freed} bytes"
+    )
     return 0
 
 
