@@ -11,13 +11,50 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import botocore.auth
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 _MAC = itertools.count(1)
+
+
+def send(endpoint: str, method: str, path: str, body: bytes, access_key: str, secret_key: str, *,
+         region: str = "us-east-1", service: str = "mgn", session_token: str | None = None,
+         signed_at: datetime | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One SigV4-signed HTTP request (as botocore signs), sent as is; returns status, headers (lower-case), body.
+
+    `signed_at` signs with another clock than now, to present stale or future dates.
+    """
+    url = endpoint + path
+    request = AWSRequest(method=method, url=url, data=body,
+                         headers={"Content-Type": "application/json", **(headers or {})})
+    auth = SigV4Auth(Credentials(access_key, secret_key, session_token), service, region)
+    if signed_at is None:
+        auth.add_auth(request)
+    else:
+        real_clock = botocore.auth.get_current_datetime  # type: ignore[attr-defined]
+        botocore.auth.get_current_datetime = lambda: signed_at.replace(tzinfo=None)  # type: ignore[attr-defined]
+        try:
+            auth.add_auth(request)
+        finally:
+            botocore.auth.get_current_datetime = real_clock  # type: ignore[attr-defined]
+    prepared = urllib.request.Request(url, data=body or None, method=method, headers=dict(request.headers.items()))
+    try:
+        with urllib.request.urlopen(prepared, timeout=60) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def _message(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload).get("message", ""))
+    except (ValueError, AttributeError):
+        return payload.decode(errors="replace")
 
 
 class AgentApiError(Exception):
@@ -40,21 +77,12 @@ class AgentClient:
 
     def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """Sign and send one agent call; return its JSON answer or raise AgentApiError."""
-        url = f"{self.endpoint}/agent/{action}"
-        data = json.dumps(body).encode()
-        request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
-        SigV4Auth(Credentials(self.access_key, self.secret_key, self.session_token), "mgn", self.region).add_auth(request)
-        prepared = urllib.request.Request(url, data=data, method="POST", headers=dict(request.headers.items()))
-        try:
-            with urllib.request.urlopen(prepared, timeout=60) as resp:
-                return dict(json.loads(resp.read() or b"{}"))
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            try:
-                message = json.loads(payload).get("message", "")
-            except ValueError:
-                message = payload.decode(errors="replace")
-            raise AgentApiError(exc.code, exc.headers.get("x-amzn-ErrorType", ""), message) from None
+        status, headers, payload = send(self.endpoint, "POST", f"/agent/{action}", json.dumps(body).encode(),
+                                        self.access_key, self.secret_key, region=self.region,
+                                        session_token=self.session_token)
+        if status >= 300:
+            raise AgentApiError(status, headers.get("x-amzn-errortype", ""), _message(payload))
+        return dict(json.loads(payload or b"{}"))
 
     # -- the calls a real agent makes, with plausible bodies --------------------------------------------
 

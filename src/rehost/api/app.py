@@ -67,13 +67,14 @@ class MgnApi:
             if match is None:
                 raise AwsError("UnknownOperationException", f"No operation matches {request.method} {raw_path}", 404)
             op, labels = match
+            method = getattr(self.cp.mgn, snake(op.name), None)
+            if method is None:
+                # Before input validation: a caller must learn the operation is missing, not that a field is.
+                raise not_implemented(op.name)
             params = self.model.parse_input(op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body)
             params.pop("accountID", None)
             resources = resources_for(self.cp.mgn.account.arn(""), params)
             await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{op.name}", resources)
-            method = getattr(self.cp.mgn, snake(op.name), None)
-            if method is None:
-                raise not_implemented(op.name)
             if op.name != "InitializeService" and not self.cp.mgn.is_initialized():
                 raise uninitialized()
             result = await run_in_threadpool(method, **params)

@@ -400,6 +400,10 @@ class MgnService:
             self._require_not_archived(doc)
             info = doc.setdefault("dataReplicationInfo", {})
             current = info.get("dataReplicationState", DRS.STOPPED.value)
+            if current in refused and move == "retry":
+                # RetryDataReplication declares no ConflictException in MGN's model: a refusal is a ValidationException.
+                raise InvalidInput(f"Cannot retry data replication of source server {server_id}: it is {current}, "
+                                   "not stalled.")
             if current in refused:
                 raise Conflict(f"Cannot {move} replication of source server {server_id}: data replication is {current}.",
                                resource_id=server_id, resource_type="SOURCE_SERVER")
