@@ -37,6 +37,9 @@ def test_each_server_gets_its_own_template_with_a_default_version(env: Ec2Env) -
     assert data["InstanceType"] == "t3.small"
     assert data["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
     assert {"Key": "Name", "Value": "alpha"} in data["TagSpecifications"][0]["Tags"]
+    # BASIC right-sizing's recommendation (2 cores, 2 GiB) is shown on the server, never a T type.
+    (server,) = env.mgn.describe_source_servers(filters={"sourceServerIDs": [a]})["items"]
+    assert server["sourceProperties"]["recommendedInstanceType"] == "c5.large"
 
     (group,) = env.ec2.describe_security_groups(GroupIds=data["NetworkInterfaces"][0]["Groups"])["SecurityGroups"]
     assert sorted(p["FromPort"] for p in group["IpPermissions"]) == [22, 80]
