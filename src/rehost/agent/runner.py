@@ -206,7 +206,7 @@ class Agent:
                             session.send_dirty(run, dirty)
                     elif time.monotonic() >= next_rescan[run.index]:
                         run.needs_scan = True
-                if session.sent_since_flush or any(r.pending for r in self.runs):
+                if session.unflushed():
                     session.flush()
                 if not self.last_snapshot and all(r.initial_sync_complete for r in self.runs):
                     # MGN's "initial sync 100% - finalizing": the first launchable snapshot.
@@ -288,7 +288,7 @@ class Agent:
         self.last_snapshot = {
             "snapshotID": reply.snapshot_id,
             "dateTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(reply.taken_at_ms / 1000))
-            + ".%03dZ" % (reply.taken_at_ms % 1000),
+            + f".{reply.taken_at_ms % 1000:03d}Z",
         }
         self.replication["lastSnapshot"] = self.last_snapshot
         self.state.save_replication(self.replication)
@@ -298,8 +298,8 @@ class Agent:
 
     def _control_loop(self) -> None:
         util = Utilization()
-        next_poll = next_metrics = next_report = 0.0
-        next_metrics = time.monotonic() + self.metrics_seconds
+        next_poll = next_report = 0.0
+        next_metrics = next_config = time.monotonic() + min(self.metrics_seconds, 30.0)
         while not self.stopped.is_set():
             now = time.monotonic()
             try:
@@ -312,6 +312,11 @@ class Agent:
                 if now >= next_metrics:
                     next_metrics = now + self.metrics_seconds
                     self.api.send_metrics(self.source_server_id, [util.sample()])
+                if now >= next_config:
+                    # bandwidthThrottling can change while a session runs.
+                    next_config = now + 30.0
+                    config = self.api.get_runtime_configuration(self.source_server_id)
+                    self.throttle.set_mbps(float(config.get("bandwidthThrottling") or 0))
                 if now >= next_report or self._report_now.is_set():
                     self._report_now.clear()
                     next_report = now + 5.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,6 +43,8 @@ from rehost.replication.protocol import (
     MAX_DATA,
     DiskInfo,
     Encoding,
+    Have,
+    HaveReply,
     ReplicationClient,
     SnapshotOk,
     Write,
@@ -175,6 +178,8 @@ class Session:
         self.bytes_sent = 0  # payload bytes on the wire (after compression)
         self.bytes_deduplicated = 0  # bytes the server already held (HAVE hits)
         self.bytes_zero = 0
+        self._inflight: deque[tuple[Batch, int, list[int]]] = deque()
+        self._next_request = 1
 
     # -- session start -------------------------------------------------------------------------------------
 
@@ -209,6 +214,7 @@ class Session:
                 self.send_batch(batch)
                 disk.scan_pos = batch.end
                 if stop is not None and stop.is_set():
+                    self.drain()
                     return False
                 self.maybe_flush()
             self.flush()
@@ -227,11 +233,33 @@ class Session:
             self.maybe_flush()
 
     def send_batch(self, batch: Batch) -> None:
-        disk = batch.disk
+        """Ask HAVE for this batch, then finish the previous one: one HAVE is always in flight, so the
+        server answers it while the agent writes, instead of both sides waiting on each other."""
         data_idx = [i for i, c in enumerate(batch.chunks) if not c.is_zero]
+        request_id = 0
+        if data_idx:
+            request_id = self._next_request
+            self._next_request += 1
+            entries = [(batch.chunks[i].index, batch.shas[i]) for i in data_idx]
+            self.client.send(Have(request_id, batch.disk.index, entries))
+        self._inflight.append((batch, request_id, data_idx))
+        while len(self._inflight) > 1:
+            self._complete(*self._inflight.popleft())
+
+    def drain(self) -> None:
+        """Finish every batch sent so far (before a FLUSH or SNAPSHOT)."""
+        while self._inflight:
+            self._complete(*self._inflight.popleft())
+
+    def _complete(self, batch: Batch, request_id: int, data_idx: list[int]) -> None:
+        disk = batch.disk
         held: list[bool] = []
         if data_idx:
-            held = self.client.have(disk.index, [(batch.chunks[i].index, batch.shas[i]) for i in data_idx])
+            reply = self.client.receive(HaveReply)
+            assert isinstance(reply, HaveReply)
+            if reply.request_id != request_id or reply.count != len(data_idx):
+                raise ProtocolError("HAVE_REPLY does not answer the HAVE")
+            held = reply.flags()
         to_write: list[ChangedChunk] = []
         for i, was_held in zip(data_idx, held):  # noqa: B905 - Python 3.8 has no strict=
             chunk = batch.chunks[i]
@@ -277,12 +305,17 @@ class Session:
         for c in group:
             disk.pending[c.index] = c.digest
 
+    def unflushed(self) -> bool:
+        """Whether anything was sent (or asked) since the last FLUSH_ACK."""
+        return bool(self.sent_since_flush or self._inflight or any(d.pending for d in self.disks))
+
     def maybe_flush(self) -> None:
         if self.sent_since_flush >= FLUSH_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
         """FLUSH and, once acknowledged, persist the digests of everything sent and count it replicated."""
+        self.drain()
         seq = int(self.replication.get("seq", 0)) + 1
         positions = [d.scan_pos for d in self.disks]
         self.client.flush(seq)
@@ -290,6 +323,7 @@ class Session:
 
     def snapshot(self, request_id: str) -> SnapshotOk:
         """A crash-consistent snapshot of all disks at this point of the stream (also a flush)."""
+        self.drain()
         seq = int(self.replication.get("seq", 0)) + 1
         positions = [d.scan_pos for d in self.disks]
         reply = self.client.snapshot(seq, request_id)

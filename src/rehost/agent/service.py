@@ -32,7 +32,7 @@ def unit_text(python: str, agent_path: str, state_dir: str) -> str:
         "Wants=network-online.target\n\n"
         "[Service]\n"
         f"ExecStart={python} {agent_path} agent --state-dir {state_dir}\n"
-        "Restart=always\n"
+        "Restart=on-failure\n"
         "RestartSec=5\n"
         "KillMode=mixed\n\n"
         "[Install]\n"
