@@ -141,3 +141,31 @@ def test_cli_gc(
     assert main(["snapshot", "gc", "--data-dir", str(data_dir)]) == 0
     assert "removed 1 chunks" in capsys.readouterr().out
     assert store.chunks.stats().chunks == 4
+
+
+def test_a_lost_index_is_rebuilt_from_the_packs(data_dir: Path, tmp_path: Path) -> None:
+    img = make_image(
+        tmp_path / "a.img", 40 * CHUNK_SIZE, [(0, rand(20 * CHUNK_SIZE, 1)), (30 * CHUNK_SIZE, b"x" * 9999)]
+    )
+    store = small_pack_store(data_dir)
+    snap = store.create("s-1", {"/dev/sda": VolumeSource(img, 40 * CHUNK_SIZE, None)}, T0)
+    before = store.chunks.stats()
+    store.close()
+    for f in (data_dir / "chunks").glob("index.db*"):
+        f.unlink()
+
+    reopened = SnapshotStore.open(data_dir)
+    try:
+        after = reopened.chunks.stats()
+        assert (after.chunks, after.packs, after.pack_bytes) == (
+            before.chunks,
+            before.packs,
+            before.pack_bytes,
+        )
+        assert reopened.gc().chunks_removed == 0  # nothing taken for garbage
+        out = tmp_path / "out.raw"
+        reopened.export("s-1", snap.snapshot_id, "/dev/sda", out)
+        assert sha256_file(out) == sha256_file(img)
+        assert reopened.verify().ok
+    finally:
+        reopened.close()

@@ -123,6 +123,7 @@ class ChunkStore:
         self._pending_bytes = 0
         self._tls = threading.local()
         self._pool: ThreadPoolExecutor | None = None
+        fresh = not (self.local_dir / "index.db").exists()
         try:
             self._db = sqlite3.connect(
                 self.local_dir / "index.db", timeout=60.0, isolation_level=None, check_same_thread=False
@@ -134,6 +135,11 @@ class ChunkStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open chunk index {self.local_dir / 'index.db'}: {exc}") from exc
+        if fresh and any(self.backend.list("packs")):
+            # The index was lost but packs exist: without this, has() would deny every chunk and gc would
+            # take every pack for crash litter.
+            with self.lock.shared():
+                self.rebuild_index()
 
     # -- queries ----------------------------------------------------------------------------------------
 
@@ -313,6 +319,29 @@ class ChunkStore:
                     bad.append((d, f"damaged in pack {pack_id}: {exc.message.split(': ', 1)[-1]}"))
         return checked, bad
 
+    def rebuild_index(self) -> int:
+        """Enter every chunk of every pack in the index (from the packs' entry headers); return how
+        many chunks were read. Entries after a damaged header in a pack are skipped (``verify`` and
+        ``gc`` then treat what they miss as missing). The caller holds the store lock."""
+        found = 0
+        for prefix in list(self.backend.list("packs")):
+            for pack_id in list(self.backend.list(f"packs/{prefix}")):
+                try:
+                    data = self.read_pack(pack_id)
+                except (StorageError, NotFound):
+                    continue
+                rows = list(_parse_pack(pack_id, data))
+                found += len(rows)
+                self._index_pack(pack_id, len(data), rows)
+        return found
+
+    def _index_pack(self, pack_id: str, size: int, rows: list[tuple[bytes, str, int, int, int, int]]) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO packs (pack, size) VALUES (?, ?)", (pack_id, size))
+            db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+        self._transaction(body)
+
     def pack_ids(self) -> list[str]:
         """The packs the index knows."""
         with self._mutex:
@@ -489,6 +518,26 @@ class ChunkStore:
                     except ObjectNotFound:
                         pass
         return deleted
+
+
+def _parse_pack(pack_id: str, data: bytes) -> Iterator[tuple[bytes, str, int, int, int, int]]:
+    """Index rows (digest, pack, offset, length, codec, raw size) from a pack's entry headers."""
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, digest, codec, length = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        if magic != _MAGIC or start + length > len(data):
+            return
+        if codec == CODEC_ZSTD:
+            try:
+                size = zstandard.frame_content_size(data[start : start + min(length, 32)])
+            except zstandard.ZstdError:
+                size = -1
+        else:
+            size = length
+        if 0 <= size <= CHUNK_SIZE:
+            yield digest, pack_id, start, length, codec, size
+        pos = start + length
 
 
 def _known(digest: bytes | None) -> bytes:
