@@ -286,8 +286,8 @@ class Demo:
 def _public_url(instance: dict[str, Any], address: str) -> str:
     """The instance's site: its public address and the loopback port its port 80 is forwarded to."""
     for tag in instance.get("Tags", []):
-        if tag["Key"] == "rehost:port:80":
-            return f"http://{address}:{tag['Value']}/"
+        if tag["Key"] == "rehost:port-forward:80":  # value "127.0.0.1:<host port>"
+            return f"http://{address}:{tag['Value'].rsplit(':', 1)[1]}/"
     raise DemoFailed(f"instance {instance.get('InstanceId')} has no forwarded port 80")
 
 
