@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from helpers import RunningServer, free_port, rehost_cli
-from rehost.agent.bundle import build_installer
+from rehost.agent.bundle import build_installer, installer_bytes
 from rehost.agent.control import AgentApiClient
 from rehost.agent.service import stop_background
 from rehost.agent.sigv4 import Credentials
@@ -126,7 +127,12 @@ def test_foreground_agent_replicates_and_follows_writes(installer: Path, control
     assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
 
 
-def test_prompts_then_reinstall_continues_the_same_server(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+def test_prompts_then_reinstall_continues_the_same_server(control_plane: RunningServer, tmp_path: Path) -> None:
+    # The user downloads the installer from the control plane, unauthenticated, as with wget.
+    installer = tmp_path / "rehost-replication-installer-init"
+    with urllib.request.urlopen(f"{control_plane.endpoint}/installer/linux/rehost-replication-installer-init") as resp:
+        installer.write_bytes(resp.read())
+    assert installer.read_bytes() == installer_bytes()
     key = control_plane.access_key()
     image = make_image(tmp_path / "disk.img", 4 * MiB, [(0, MiB)])
     state = str(tmp_path / "state")
@@ -207,3 +213,62 @@ def test_quota_reached(installer: Path, control_plane: RunningServer, tmp_path: 
     _one_line_error(proc, "")
     assert proc.returncode == 5
     assert len(_servers(control_plane, key)) == 2
+
+
+def _replication_server_pids(data_dir: Path) -> list[int]:
+    """The replication servers this test's control plane started (found by their --data-dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"replication-server" in args and str(data_dir).encode() in args:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+def test_agent_survives_replication_server_crash_and_pause(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    key = control_plane.access_key()
+    image = make_image(tmp_path / "disk.img", 8 * MiB, [(0, 2 * MiB)])
+    cmd = [PY, "-I", str(installer), *flags(control_plane, key, "--no-prompt", "--devices", str(image),
+                                            "--state-dir", str(tmp_path / "state"), "--foreground")]
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "wb"), text=True)
+    try:
+        assert agent.stdout is not None
+        text = ""
+        for line in agent.stdout:
+            text += line
+            if "successfully installed" in line:
+                break
+        m = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
+        assert m, text
+        sid = m.group(1)
+        wait_for(lambda: staging_matches(control_plane, sid, image), what="initial sync")
+        pids = _replication_server_pids(control_plane.data_dir)
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        with open(image, "r+b") as f:
+            f.seek(6 * MiB)
+            f.write(os.urandom(100000))
+        # The control plane restarts the replication server; the agent reconnects and catches up.
+        wait_for(lambda: staging_matches(control_plane, sid, image), what="catch-up after the server crash")
+        mgn = control_plane.client(key)
+        mgn.pause_replication(sourceServerID=sid)
+        state = lambda: mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0][  # noqa: E731
+            "dataReplicationInfo"]["dataReplicationState"]
+        assert state() == "PAUSED"
+        mgn.resume_replication(sourceServerID=sid)
+        with open(image, "r+b") as f:
+            f.seek(MiB)
+            f.write(os.urandom(4096))
+        wait_for(lambda: staging_matches(control_plane, sid, image), what="catch-up after resume")
+        wait_for(lambda: state() in ("CONTINUOUS", "RESCAN"), what="replicating again")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+    assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]

@@ -96,3 +96,28 @@ def test_tracker_ignores_reads_and_other_devices(mounted: tuple[str, Path], tmp_
     finally:
         tracker.stop()
     assert dirty == set()
+
+
+def test_lost_events_mark_the_disk_for_rescan(loop_device: tuple[str, Path]) -> None:
+    """When the trace buffer overflows (nobody reads it), the tracker says so instead of missing writes."""
+    device, _ = loop_device
+    tracker = BlockTracker({0: _dev(device)}, buffer_kb=4).start()
+    try:
+        assert not tracker.take_lost(0)
+        tracker._stop.set()  # the reader stops consuming; the 4 KiB per-CPU buffer must overrun
+        assert tracker._thread is not None
+        tracker._thread.join(timeout=5)
+        fd = os.open(device, os.O_WRONLY | os.O_DIRECT)
+        try:
+            import mmap
+
+            buf = mmap.mmap(-1, 4096)
+            buf.write(os.urandom(4096))
+            for i in range(1000):
+                os.pwritev(fd, [buf], (i % 16000) * 4096)
+        finally:
+            os.close(fd)
+        assert tracker._loss_counters() > 0  # the kernel's overrun/dropped counters saw the loss
+        assert tracker.take_lost(0)
+    finally:
+        tracker.stop()

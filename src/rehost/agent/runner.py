@@ -186,14 +186,18 @@ class Agent:
                         self._report_now.set()
                         started = time.monotonic()
                         sent, dedup = session.bytes_sent, session.bytes_deduplicated
+                        was_synced = run.initial_sync_complete
                         if not session.full_scan(run, self.interrupt):
                             break
-                        log.info(
+                        sent = session.bytes_sent - sent
+                        # Periodic rescans of untracked disks that find nothing stay out of the log.
+                        log.log(
+                            logging.INFO if sent or not was_synced else logging.DEBUG,
                             "scanned %s (%d bytes) in %.2f s: %d bytes sent, %d already held by the server",
                             run.disk.name,
                             run.size,
                             time.monotonic() - started,
-                            session.bytes_sent - sent,
+                            sent,
                             session.bytes_deduplicated - dedup,
                         )
                         # Untracked disks are rescanned again after five times the scan's duration, at
