@@ -6,10 +6,7 @@ one backend object ``packs/<xx>/<pack-id>`` and only then entered in the index, 
 at bytes that are not durable. The index (SQLite in WAL mode, ``index.db`` in the store's local
 directory) maps digest -> (pack, offset, length, codec) and answers ``has`` with one primary-key lookup.
 
-Pack format: a sequence of entries, each a 41-byte header (``RHC1``, the 32-byte digest, the codec byte,
-the payload length as a big-endian u32) followed by the payload. The headers make a pack
-self-describing, so a lost index can be rebuilt from the packs and ``verify`` can tell a damaged header
-from a damaged payload.
+The pack format and the codecs are in ``packs``.
 
 Process safety: packs get random names (no two writers collide), SQLite serialises index updates, two
 writers storing the same chunk both succeed (the second copy is dead space that compaction reclaims),
@@ -22,29 +19,29 @@ import hashlib
 import os
 import secrets
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
-
-import zstandard
 
 from rehost.chunkstore import CHUNK_SIZE
 from rehost.chunkstore.backends.base import Backend, ObjectNotFound
 from rehost.chunkstore.locking import StoreLock
+from rehost.chunkstore.packs import (
+    HEADER,
+    Codec,
+    IndexRow,
+    build_pack,
+    entry_header_matches,
+    pack_name,
+    parse_pack,
+)
 from rehost.errors import InvalidInput, NotFound, StorageError
 
-CODEC_RAW = 0
-CODEC_ZSTD = 1
 PACK_TARGET = 16 * 1024 * 1024
 """A pack is written once its entries reach this many bytes (a 4 GiB disk of random data: 256 packs)."""
 
-_HEADER = struct.Struct(">4s32sBI")
-_MAGIC = b"RHC1"
-_ZSTD_LEVEL = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
     digest BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
@@ -67,10 +64,6 @@ def as_digest(digest: Digest) -> bytes:
     if len(digest) != 32:
         raise InvalidInput(f"a chunk digest is 32 bytes, not {len(digest)}")
     return bytes(digest)
-
-
-def pack_name(pack_id: str) -> str:
-    return f"packs/{pack_id[:2]}/{pack_id}"
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class ChunkStore:
         self._mutex = threading.RLock()
         self._pending: dict[bytes, tuple[int, bytes, int]] = {}  # digest -> (codec, payload, raw size)
         self._pending_bytes = 0
-        self._tls = threading.local()
+        self._codec = Codec()
         self._pool: ThreadPoolExecutor | None = None
         fresh = not (self.local_dir / "index.db").exists()
         try:
@@ -183,7 +176,7 @@ class ChunkStore:
             pending = self._pending.get(d)
         if pending is not None:
             codec, payload, size = pending
-            return self._decode(d, codec, payload, size, verify=False)
+            return self._codec.decode(d, codec, payload, size, verify=False)
         loc = self.locate(d)
         try:
             payload = self.backend.get(pack_name(loc.pack), loc.offset, loc.length)
@@ -197,7 +190,7 @@ class ChunkStore:
             payload = self.backend.get(pack_name(loc.pack), loc.offset, loc.length)
         if len(payload) != loc.length:
             raise StorageError(f"chunk {d.hex()} is unreadable: pack {loc.pack} is truncated")
-        return self._decode(d, loc.codec, payload, loc.size, verify=verify)
+        return self._codec.decode(d, loc.codec, payload, loc.size, verify=verify)
 
     def stats(self) -> StoreStats:
         """Counts over the durable (flushed) chunks."""
@@ -219,7 +212,7 @@ class ChunkStore:
             raise InvalidInput(f"chunk data does not hash to {d.hex()}")
         if data == bytes(len(data)) or self.has(d):
             return
-        codec, payload = self._encode(data)
+        codec, payload = self._codec.encode(data)
         self._add(d, codec, payload, len(data))
 
     def store_chunks(self, chunks: Sequence[bytes]) -> list[bytes | None]:
@@ -242,7 +235,7 @@ class ChunkStore:
             if d in new_set:
                 new.append(i)
                 new_set.discard(d)  # the same chunk twice in one batch: store it once
-        for i, (codec, payload) in zip(new, self._encode_many([chunks[i] for i in new]), strict=True):
+        for i, (codec, payload) in zip(new, self._codec.encode_many([chunks[i] for i in new]), strict=True):
             self._add(_known(out[i]), codec, payload, len(chunks[i]))
         return out
 
@@ -309,12 +302,11 @@ class ChunkStore:
                 if offset + length > len(data):
                     bad.append((d, f"unreadable: pack {pack_id} is truncated"))
                     continue
-                magic, hdigest, hcodec, hlength = _HEADER.unpack_from(data, offset - _HEADER.size)
-                if (magic, hdigest, hcodec, hlength) != (_MAGIC, d, codec, length):
+                if not entry_header_matches(data, (d, pack_id, offset, length, codec, size)):
                     bad.append((d, f"damaged: entry header in pack {pack_id} does not match the index"))
                     continue
                 try:
-                    self._decode(d, codec, data[offset : offset + length], size, verify=True)
+                    self._codec.decode(d, codec, data[offset : offset + length], size, verify=True)
                 except StorageError as exc:
                     bad.append((d, f"damaged in pack {pack_id}: {exc.message.split(': ', 1)[-1]}"))
         return checked, bad
@@ -330,12 +322,12 @@ class ChunkStore:
                     data = self.read_pack(pack_id)
                 except (StorageError, NotFound):
                     continue
-                rows = list(_parse_pack(pack_id, data))
+                rows = list(parse_pack(pack_id, data))
                 found += len(rows)
                 self._index_pack(pack_id, len(data), rows)
         return found
 
-    def _index_pack(self, pack_id: str, size: int, rows: list[tuple[bytes, str, int, int, int, int]]) -> None:
+    def _index_pack(self, pack_id: str, size: int, rows: list[IndexRow]) -> None:
         def body(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO packs (pack, size) VALUES (?, ?)", (pack_id, size))
             db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -364,7 +356,7 @@ class ChunkStore:
             live = {
                 p: n
                 for p, n in self._query(
-                    "SELECT pack, SUM(length) + COUNT(*) * ? FROM chunks GROUP BY pack", (_HEADER.size,)
+                    "SELECT pack, SUM(length) + COUNT(*) * ? FROM chunks GROUP BY pack", (HEADER.size,)
                 )
             }
             sizes = dict(self._query("SELECT pack, size FROM packs").fetchall())
@@ -416,70 +408,24 @@ class ChunkStore:
                 self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="chunks")
             return self._pool
 
-    def _encode(self, data: bytes) -> tuple[int, bytes]:
-        cctx = getattr(self._tls, "cctx", None)
-        if cctx is None:  # a ZstdCompressor must not be shared between threads
-            cctx = self._tls.cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
-        packed = cctx.compress(data)
-        if len(packed) < len(data):
-            return CODEC_ZSTD, packed
-        return CODEC_RAW, bytes(data)
-
-    def _encode_many(self, datas: list[bytes]) -> list[tuple[int, bytes]]:
-        """``_encode`` of each; a batch is compressed on every core at once (python-zstandard's
-        ``compress`` holds the GIL, its ``multi_compress_to_buffer`` does not)."""
-        if len(datas) < 2 or (os.cpu_count() or 1) < 2:
-            return [self._encode(d) for d in datas]
-        cctx = getattr(self._tls, "cctx", None)
-        if cctx is None:
-            cctx = self._tls.cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
-        packed = cctx.multi_compress_to_buffer(cast(Any, datas), threads=os.cpu_count() or 1)
-        out = []
-        for j, data in enumerate(datas):
-            payload = packed[j].tobytes()
-            out.append((CODEC_ZSTD, payload) if len(payload) < len(data) else (CODEC_RAW, bytes(data)))
-        return out
-
-    def _decode(self, digest: bytes, codec: int, payload: bytes, size: int, *, verify: bool) -> bytes:
-        if codec == CODEC_RAW:
-            data = payload
-        elif codec == CODEC_ZSTD:
-            try:
-                data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=CHUNK_SIZE)
-            except zstandard.ZstdError as exc:
-                raise StorageError(f"chunk {digest.hex()} is damaged: {exc}") from exc
-        else:
-            raise StorageError(f"chunk {digest.hex()} has an unknown codec {codec}")
-        if len(data) != size or (verify and hashlib.sha256(data).digest() != digest):
-            raise StorageError(f"chunk {digest.hex()} is damaged: its bytes do not match its digest")
-        return data
-
     def _add(self, digest: bytes, codec: int, payload: bytes, size: int) -> None:
         with self._mutex:
             if digest in self._pending:
                 return
             self._pending[digest] = (codec, payload, size)
-            self._pending_bytes += _HEADER.size + len(payload)
+            self._pending_bytes += HEADER.size + len(payload)
             if self._pending_bytes >= self.pack_target:
                 self.flush()
 
     def _write_pack(self, entries: dict[bytes, tuple[int, bytes, int]], *, replace: bool) -> str:
         """Write ``entries`` as one pack, durably, then index them. Returns the pack ID."""
         pack_id = secrets.token_hex(16)
-        parts: list[bytes] = []
-        rows: list[tuple[bytes, str, int, int, int, int]] = []
-        offset = 0
-        for digest, (codec, payload, size) in entries.items():
-            parts.append(_HEADER.pack(_MAGIC, digest, codec, len(payload)))
-            parts.append(payload)
-            offset += _HEADER.size
-            rows.append((digest, pack_id, offset, len(payload), codec, size))
-            offset += len(payload)
-        self.backend.put(pack_name(pack_id), b"".join(parts))
+        data, rows = build_pack(pack_id, entries)
+        self.backend.put(pack_name(pack_id), data)
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
 
         def body(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO packs (pack, size) VALUES (?, ?)", (pack_id, offset))
+            db.execute("INSERT INTO packs (pack, size) VALUES (?, ?)", (pack_id, len(data)))
             db.executemany(f"{verb} INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
 
         self._transaction(body)
@@ -518,26 +464,6 @@ class ChunkStore:
                     except ObjectNotFound:
                         pass
         return deleted
-
-
-def _parse_pack(pack_id: str, data: bytes) -> Iterator[tuple[bytes, str, int, int, int, int]]:
-    """Index rows (digest, pack, offset, length, codec, raw size) from a pack's entry headers."""
-    pos = 0
-    while pos + _HEADER.size <= len(data):
-        magic, digest, codec, length = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        if magic != _MAGIC or start + length > len(data):
-            return
-        if codec == CODEC_ZSTD:
-            try:
-                size = zstandard.frame_content_size(data[start : start + min(length, 32)])
-            except zstandard.ZstdError:
-                size = -1
-        else:
-            size = length
-        if 0 <= size <= CHUNK_SIZE:
-            yield digest, pack_id, start, length, codec, size
-        pos = start + length
 
 
 def _known(digest: bytes | None) -> bytes:
