@@ -6,10 +6,11 @@ from starlette.applications import Starlette
 
 from rehost.api.app import build_app
 from rehost.config import Settings
+from rehost.console import console_routes
 from rehost.controlplane import ControlPlane
 from rehost.launch.wiring import attach_launch
 
 
 def build_server_app(settings: Settings) -> tuple[Starlette, ControlPlane]:
     cp = ControlPlane(settings)
-    return build_app(cp, root_post=attach_launch(cp)), cp
+    return build_app(cp, extra_routes=console_routes(cp), root_post=attach_launch(cp)), cp
