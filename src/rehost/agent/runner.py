@@ -224,10 +224,17 @@ class Agent:
 
     def _update_steady_state(self) -> None:
         backlog = self.backlog_bytes()
-        if backlog == 0:
-            self.last_cdp = time.time()
+        self.last_cdp = time.time()  # connected and caught up to the start of this cycle
         if all(r.initial_sync_complete for r in self.runs):
             self.replication_state = "CONTINUOUS" if backlog < 64 * CHUNK_SIZE * 16 else "BACKLOG"
+
+    def lag_seconds(self) -> float:
+        """How old the oldest write not yet replicated is; a stalled connection makes it grow. (The agent's
+        own state files live on a tracked disk too, so the backlog is rarely empty: age, not emptiness,
+        is what a user can act on.)"""
+        if self.session is None and self.replication_state not in ("PAUSED", "STOPPED"):
+            return round(time.time() - self.last_cdp, 1)
+        return round(self.tracker.oldest_dirty_age(), 1) if self.tracker is not None else 0.0
 
     def backlog_bytes(self) -> int:
         if self.tracker is None:
@@ -332,7 +339,6 @@ class Agent:
     def _report(self) -> None:
         with self._lock:
             results, self.results = self.results, []
-        backlog = self.backlog_bytes()
         body: dict[str, Any] = {
             "replicatedDisks": [
                 {
@@ -347,7 +353,7 @@ class Agent:
                 for r in self.runs
             ],
             "initialSyncComplete": bool(self.runs) and all(r.initial_sync_complete for r in self.runs),
-            "lagSeconds": 0.0 if backlog == 0 else round(time.time() - self.last_cdp, 1),
+            "lagSeconds": self.lag_seconds(),
         }
         if self.replication_state in _REPORTABLE:
             body["dataReplicationState"] = self.replication_state

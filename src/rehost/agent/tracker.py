@@ -22,6 +22,7 @@ import os
 import re
 import select
 import threading
+import time
 from collections.abc import Mapping
 
 from rehost.errors import ReplicationError
@@ -82,6 +83,7 @@ class BlockTracker:
         self._by_dev = {_kernel_dev(*dev): index for index, dev in self.devices.items()}
         self._dirty: dict[int, set[int]] = {index: set() for index in self.devices}
         self._lost: dict[int, bool] = {index: False for index in self.devices}
+        self._since: dict[int, float] = {}  # disk -> when its current dirty set got its first chunk
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,7 +143,13 @@ class BlockTracker:
         """The chunk indices written since the last call (and clears them)."""
         with self._lock:
             dirty, self._dirty[disk] = self._dirty[disk], set()
+            self._since.pop(disk, None)
         return dirty
+
+    def oldest_dirty_age(self) -> float:
+        """Seconds since the oldest write not yet taken was seen (0 when nothing is dirty): the lag."""
+        with self._lock:
+            return time.monotonic() - min(self._since.values()) if self._since else 0.0
 
     def dirty_count(self, disk: int) -> int:
         with self._lock:
@@ -199,9 +207,11 @@ class BlockTracker:
             first = sector * SECTOR // self.chunk_size
             last = ((sector + count) * SECTOR - 1) // self.chunk_size
             marks.append((index, first, last))
+        now = time.monotonic()
         with self._lock:
             for index, first, last in marks:
                 self._dirty[index].update(range(first, last + 1))
+                self._since.setdefault(index, now)
             self.events += len(marks)
             if lost:
                 for index in self._lost:
