@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
 from rehost import errors, ids
+from rehost.api.agent.params import check_agent_params
 from rehost.api.auth.authorize import resources_for
 from rehost.api.core.errors import (
     AwsError,
@@ -113,6 +114,7 @@ class AgentApi:
                 raise validation_error(f"Could not parse request body: {exc}", reason="cannotParse") from exc
             if not isinstance(params, dict):
                 raise validation_error("Request body must be a JSON object", reason="cannotParse")
+            check_agent_params(action, method, params)
             server_id = params.get("sourceServerID")
             resource = self.cp.mgn.account.arn(f"source-server/{server_id}" if server_id else "source-server/*")
             await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{action}", [resource])
