@@ -141,7 +141,8 @@ def _write_frame(
 
 
 BAD_FRAMES = {
-    "oversized": p.HEADER.pack(p.MAGIC, p.MessageType.WRITE, 0, 0, p.MAX_PAYLOAD + 1) + b"\xff" * 65536,
+    # the header alone must be refused (the server closes before reading a payload it would not accept)
+    "oversized": p.HEADER.pack(p.MAGIC, p.MessageType.WRITE, 0, 0, p.MAX_PAYLOAD + 1) + b"\xff" * 64,
     "unknown type": p.HEADER.pack(p.MAGIC, 200, 0, 0, 4) + b"\xff" * 4,
     "bad magic": b"GET / HTTP/1.1\r\n\r\n",
     "not accepted": p.encode(p.FlushAck(1)),
@@ -233,3 +234,45 @@ def test_zero_writes_keep_staging_sparse(env: Env, server: ReplicationServer) ->
     path = env.staging(SID)
     assert file_sha(path) == sha(bytes(size))
     assert path.stat().st_blocks * 512 < MiB  # the random data's blocks were punched out again
+
+
+def test_second_server_on_same_staging_is_refused(
+    env: Env, server: ReplicationServer, server_process: ServerProcess
+) -> None:
+    server_process.start()
+    disks = [p.DiskInfo("/dev/sda", MiB)]
+    with client(env, server_process.address) as c:
+        c.hello(SID, env.token(SID), disks)
+        c.write(0, 0, b"1" * 4096)
+        c.flush(1)
+        with client(env, server.address) as other, pytest.raises(p.ServerError) as err:
+            other.hello(SID, env.token(SID), disks)
+        assert err.value.code == p.ErrorCode.BUSY
+    assert file_sha(env.staging(SID)) == sha(b"1" * 4096 + bytes(MiB - 4096))
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--id", "rs bad!"], 2, "invalid replication server ID"),
+        (["--id", "rs-1", "--snapshot-interval", "-1"], 2, "must not be negative"),
+        (["--id", "rs-1", "--port", "{busy}"], 1, "cannot listen"),
+    ],
+)
+def test_cli_errors_are_one_line(env: Env, extra: list[str], code: int, message: str) -> None:
+    import socket
+    import subprocess
+
+    from .conftest import REHOST
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        args = [a.replace("{busy}", str(busy.getsockname()[1])) for a in extra]
+        proc = subprocess.run(
+            REHOST + ["replication-server", "--data-dir", str(env.data_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == code
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("rehost: error:") and message in proc.stderr

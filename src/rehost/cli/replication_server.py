@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         snapshot_interval=args.snapshot_interval,
     )
     server = ReplicationServer(config, server_context(data_dir))
-    host, port = server.start()
+    _, port = server.start()  # the actual port (--port 0 picks one)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"listening on {host}:{port}", file=sys.stderr, flush=True)
+    # the configured host, not getsockname's: the control plane waits for exactly "listening on HOST:PORT"
+    print(f"listening on {args.host}:{port}", file=sys.stderr, flush=True)
     while not stop.wait(1.0):
         pass
     logging.getLogger(__name__).info("stopping")

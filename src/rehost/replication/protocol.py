@@ -101,6 +101,7 @@ class ErrorCode(enum.IntEnum):
     SUPERSEDED = 8  # a newer session for the same source server took over
     SHUTDOWN = 9  # the server is stopping
     INTERNAL = 10
+    BUSY = 11  # another replication server holds this source server's staging volumes
 
 
 class ServerError(ReplicationError):

@@ -34,7 +34,7 @@ from rehost.errors import ProtocolError, RehostError, ReplicationError
 from rehost.replication import protocol as p
 from rehost.replication.auth import load_or_create_key, verify_token
 from rehost.replication.snapshots import SnapshotBackend, StoreBackend
-from rehost.replication.staging import SourceStaging, StagingVolume
+from rehost.replication.staging import SourceStaging, StagingBusy, StagingVolume
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,10 @@ class Session:
             self._fail(p.ErrorCode.BAD_DISK, "duplicate device names or invalid disk sizes")
         try:
             source = self.server.attach(hello.source_server_id, self)
-        except ReplicationError as exc:
-            self._fail(p.ErrorCode.BAD_DISK, exc.message)
+        except StagingBusy as exc:
+            self._fail(p.ErrorCode.BUSY, exc.message)
+        except (OSError, ReplicationError) as exc:
+            self._fail(p.ErrorCode.IO, f"cannot open the staging area: {exc}")
         with source.lock:
             if self.superseded:
                 raise _Stop()

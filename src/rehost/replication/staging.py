@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -43,6 +44,10 @@ _fallocate = getattr(_libc, "fallocate", None)
 if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     _fallocate.restype = ctypes.c_int
+
+
+class StagingBusy(ReplicationError):
+    """Another process holds this source server's staging volumes."""
 
 
 def disk_key(device_name: str) -> str:
@@ -160,6 +165,17 @@ class SourceStaging:
         self.source_server_id = source_server_id
         self.dir = staging_dir(data_dir, source_server_id)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # one writer per source server, across processes: a second replication server must not interleave
+        self._lock_fd = os.open(
+            self.dir / "lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(self._lock_fd)
+            raise StagingBusy(
+                f"the staging volumes of {source_server_id} are in use by another process"
+            ) from exc
         self.volumes: list[StagingVolume] = []
         self.in_flight = False  # writes since the last commit (persisted, see module docstring)
         self._state = self._read_state()
@@ -271,6 +287,9 @@ class SourceStaging:
     def close(self) -> None:
         for vol in self.volumes:
             vol.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
