@@ -61,7 +61,8 @@ def page(console: Console, handler: Handler) -> Endpoint:
             return await run_in_threadpool(handler, ctx)
         except Refused as exc:
             if request.method != "POST":
-                return await run_in_threadpool(ctx.render, "refused.html", error=exc)
+                status = {"AccessDeniedException": 403, "ResourceNotFoundException": 404}.get(exc.code, 400)
+                return await run_in_threadpool(lambda: ctx.render("refused.html", status, nav="", error=exc))
             ctx.flash("error", exc.message)
             back = str(ctx.form.get("back") or "") if ctx.form else ""
             # Only ever redirect within the console.

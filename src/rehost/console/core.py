@@ -177,7 +177,7 @@ class Ctx:
     def redirect(self, path: str) -> Response:
         return RedirectResponse(self.base + path, status_code=303)
 
-    def render(self, template: str, **values: Any) -> Response:
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
         live = self.request.headers.get("x-live")
         tmpl = self.console.env.get_template(template)
         values.update(me=self.identity.user_name, csrf=self.session.csrf, base=self.base, can=self.can,
@@ -186,9 +186,9 @@ class Ctx:
         if live and live in tmpl.blocks:
             # A live refresh: only the named block, rendered with the page's values (flashes stay queued).
             body = "".join(tmpl.blocks[live](tmpl.new_context(values)))
-            return HTMLResponse(body, headers=SECURITY_HEADERS)
+            return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         values["flashes"], self.session.flashes = list(self.session.flashes), []
-        return HTMLResponse(tmpl.render(values), headers=SECURITY_HEADERS)
+        return HTMLResponse(tmpl.render(values), status_code=status, headers=SECURITY_HEADERS)
 
 
 Handler = Callable[[Ctx], Response]

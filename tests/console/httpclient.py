@@ -1,0 +1,62 @@
+"""A small cookie-keeping HTTP client that signs in to the console as a browser form would."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    set_cookies: list[str]
+    body: str
+
+    def csrf(self) -> str:
+        m = _CSRF.search(self.body)
+        assert m, "no CSRF token in the page"
+        return m.group(1)
+
+
+@dataclass
+class ConsoleClient:
+    endpoint: str
+    jar: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
+
+    def _open(self, request: urllib.request.Request) -> Response:
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect)
+        try:
+            resp = opener.open(request, timeout=30)
+        except urllib.error.HTTPError as exc:
+            resp = exc
+        body = resp.read().decode(errors="replace")
+        return Response(resp.status if hasattr(resp, "status") else resp.code, dict(resp.headers.items()),
+                        resp.headers.get_all("set-cookie") or [], body)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return self._open(urllib.request.Request(self.endpoint + path, headers=headers or {}))
+
+    def post(self, path: str, form: dict[str, str] | list[tuple[str, str]]) -> Response:
+        data = urllib.parse.urlencode(form).encode()
+        return self._open(urllib.request.Request(self.endpoint + path, data=data, method="POST",
+                                                 headers={"content-type": "application/x-www-form-urlencoded"}))
+
+    def sign_in(self, key_id: str, secret: str) -> Response:
+        page = self.get("/console/signin")
+        return self.post("/console/signin", {"csrf": page.csrf(), "access_key_id": key_id, "secret_access_key": secret})
+
+    def csrf(self) -> str:
+        """The session's CSRF token, read from a page as a browser would see it."""
+        return self.get("/console/jobs").csrf()

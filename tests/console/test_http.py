@@ -1,0 +1,136 @@
+"""The console over plain HTTP against a real server: sign-in, the session cookie, CSRF, IAM refusals."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from console.conftest import ConsoleEnv
+from console.httpclient import ConsoleClient
+
+
+@pytest.fixture(scope="module")
+def admin(console_env: ConsoleEnv) -> ConsoleClient:
+    client = ConsoleClient(console_env.endpoint)
+    assert client.sign_in(*console_env.admin_key).status == 303
+    if "Set up service" in client.get("/console/getting-started").body:
+        assert client.post("/console/initialize", {"csrf": client.csrf()}).status == 303
+    return client
+
+
+def test_console_root_leads_to_sign_in(console_env: ConsoleEnv) -> None:
+    client = ConsoleClient(console_env.endpoint)
+    first = client.get("/console")
+    assert first.status == 307 and first.headers["location"] == "/console/"
+    second = client.get("/console/")
+    assert second.status == 303 and second.headers["location"] == "/console/signin"
+    page = client.get("/console/signin")
+    assert page.status == 200 and "Access key ID" in page.body
+
+
+def test_wrong_secret_is_refused_without_a_session(console_env: ConsoleEnv) -> None:
+    client = ConsoleClient(console_env.endpoint)
+    resp = client.sign_in(console_env.admin_key[0], "not-the-secret")
+    assert resp.status == 401
+    assert "not valid" in resp.body
+    assert not any(c.startswith("rehost_console=") for c in resp.set_cookies)
+    assert client.get("/console/servers").status == 303  # still signed out
+
+
+def test_session_cookie_is_httponly_strict_and_secret_stays_out_of_pages(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    client = ConsoleClient(console_env.endpoint)
+    resp = client.sign_in(*console_env.admin_key)
+    cookie = next(c for c in resp.set_cookies if c.startswith("rehost_console="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert "Secure" not in cookie  # plain http on loopback; https sets it
+    secret = console_env.admin_key[1]
+    assert secret not in cookie
+    for path in ("/console/servers", "/console/jobs", "/console/replication-template", "/console/iam/users",
+                 "/console/servers/add"):
+        page = client.get(path)
+        assert page.status == 200, path
+        assert secret not in page.body, path
+        assert "content-security-policy" in {k.lower() for k in page.headers}
+
+
+def test_tampered_cookie_is_not_a_session(console_env: ConsoleEnv) -> None:
+    client = ConsoleClient(console_env.endpoint)
+    client.sign_in(*console_env.admin_key)
+    for c in client.jar:
+        if c.name == "rehost_console":
+            sid, mac = c.value.rsplit(".", 1)
+            c.value = f"{sid}.{'0' * len(mac)}"
+    assert client.get("/console/servers").status == 303
+
+
+def test_forms_without_the_csrf_token_are_refused(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    resp = admin.post("/console/replication-template", {"bandwidthThrottling": "5"})
+    assert resp.status == 403 and "CSRF" in resp.body
+    resp = admin.post("/console/replication-template", {"csrf": "forged", "bandwidthThrottling": "5"})
+    assert resp.status == 403
+    # The sign-in form is protected too (login CSRF): a post without the browser's pre-session cookie fails.
+    bare = ConsoleClient(console_env.endpoint)
+    resp = bare.post("/console/signin", {"csrf": "x", "access_key_id": console_env.admin_key[0],
+                                         "secret_access_key": console_env.admin_key[1]})
+    assert resp.status == 403
+
+
+def test_read_only_user_sees_no_actions_and_a_forced_action_is_refused(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    sid = console_env.agent.register("ro-target")["sourceServerID"]
+    console_env.agent.report_synced(sid)
+    viewer = ConsoleClient(console_env.endpoint)
+    assert viewer.sign_in(*console_env.readonly_key).status == 303
+    listing = viewer.get("/console/servers")
+    assert listing.status == 200 and "ro-target" in listing.body
+    assert 'name="action"' not in listing.body and "Add server" in listing.body
+    detail = viewer.get(f"/console/servers/{sid}")
+    assert 'name="action"' not in detail.body
+    assert "Save settings" not in viewer.get(f"/console/servers/{sid}?tab=launch").body
+
+    forced = viewer.post("/console/servers/action", {"csrf": viewer.csrf(), "action": "launch_test", "confirmed": "1",
+                                                     "sourceServerIDs": sid, "back": f"/servers/{sid}"})
+    assert forced.status == 303
+    page = viewer.get(f"/console/servers/{sid}")
+    assert re.search(r"User: arn:aws:iam::\d+:user/viewer is not authorized to perform: mgn:StartTest", page.body)
+    assert "Ready for testing" in page.body  # nothing happened
+    assert "No jobs yet" in page.body
+
+    # IAM pages: refused for a user without iam:* rights, with the API's message and 403.
+    refused = viewer.get("/console/iam/users")
+    assert refused.status == 403 and "iam:ListUsers" in refused.body
+
+
+def test_inline_iam_policy_opens_the_iam_pages(console_env: ConsoleEnv) -> None:
+    key = console_env.inline_user("iam-operator", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["iam:*", "mgn:Describe*"], "Resource": "*"}]})
+    client = ConsoleClient(console_env.endpoint)
+    client.sign_in(*key)
+    page = client.get("/console/iam/users")
+    assert page.status == 200 and "Create user" in page.body and "viewer" in page.body
+
+
+def test_live_refresh_returns_only_the_block(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    resp = admin.get("/console/servers", headers={"X-Live": "rows"})
+    assert resp.status == 200
+    assert resp.body.lstrip().startswith("<table") and "<html" not in resp.body
+    signed_out = ConsoleClient(console_env.endpoint).get("/console/servers", headers={"X-Live": "rows"})
+    assert signed_out.status == 401
+
+
+def test_add_server_builds_the_installer_command(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    page = admin.post("/console/servers/add", {"csrf": admin.csrf(), "mode": "typed",
+                                               "access_key_id": "AKIAEXAMPLEEXAMPLE", "secret_access_key": "s3cr3t"})
+    assert page.status == 200
+    ep = console_env.endpoint
+    assert f"wget -O ./rehost-replication-installer-init {ep}/installer/linux/rehost-replication-installer-init" in page.body
+    assert (f"sudo python3 rehost-replication-installer-init --region us-east-1 --aws-access-key-id AKIAEXAMPLEEXAMPLE "
+            f"--aws-secret-access-key s3cr3t --endpoint {ep}") in page.body
+
+
+def test_sign_out_ends_the_session(console_env: ConsoleEnv) -> None:
+    client = ConsoleClient(console_env.endpoint)
+    client.sign_in(*console_env.admin_key)
+    token = client.csrf()
+    assert client.post("/console/signout", {"csrf": token}).status == 303
+    assert client.get("/console/servers").status == 303
