@@ -7,7 +7,8 @@ for image files and lost trace events, and the check after any restart. Because 
 only after the server acknowledged the data, a crash at any point can only make the agent send a chunk
 again, never skip one.
 
-Digest entries: 16 zero bytes = an all-zero chunk, 16 0xff bytes = unknown (never sent), anything else =
+Digest entries: 16 zero bytes = an all-zero chunk, 16 0xff bytes = unknown (never sent), 16 0xfe bytes =
+partly sent (only some 4 KiB blocks, from tracked writes: the next scan sends it whole), anything else =
 the chunk's fast digest (xxh3-128 when ``xxhash`` is importable, else the first 16 bytes of sha256).
 """
 
@@ -26,6 +27,7 @@ ZERO_CHUNK = bytes(CHUNK_SIZE)
 ZERO_READ = bytes(READ_SIZE)
 ZERO_DIGEST = bytes(16)
 UNKNOWN_DIGEST = b"\xff" * 16
+PARTIAL_DIGEST = b"\xfe" * 16  # some blocks sent since the last whole send: the server's bytes are unknown
 
 _MAGIC = b"RHDG1\0\0\0"
 _HEADER = struct.Struct("<8s16sIQ")  # magic, algorithm, chunk size, disk size

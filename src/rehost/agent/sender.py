@@ -21,12 +21,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rehost.agent.discovery import Disk
 from rehost.agent.rescan import (
     CHUNK_SIZE,
+    PARTIAL_DIGEST,
     READ_SIZE,
     UNKNOWN_DIGEST,
     ZERO_DIGEST,
@@ -36,6 +37,7 @@ from rehost.agent.rescan import (
     runs,
     scan,
 )
+from rehost.agent.rescan import chunk_digest as chunk_digest_fast
 from rehost.agent.state import AgentState
 from rehost.agent.throttle import CodecChooser, Throttle
 from rehost.errors import ProtocolError
@@ -55,6 +57,7 @@ from rehost.replication.protocol import (
 WINDOW = READ_SIZE // CHUNK_SIZE  # chunks per read window (64)
 FLUSH_BYTES = 64 * 1024 * 1024  # flush at least this often during a long scan, so progress is durable
 FLUSH_SECONDS = 2.0
+FULL_MASK = (1 << (CHUNK_SIZE // 4096)) - 1  # every 4 KiB block of a chunk written
 
 
 class DiskRun:
@@ -91,15 +94,27 @@ class DiskRun:
 
 
 class Batch:
-    """Changed chunks of one window of one disk, with the sha256 of each non-zero chunk."""
+    """Changed chunks of one window of one disk, with the sha256 of each chunk that is sent whole.
 
-    __slots__ = ("disk", "chunks", "shas", "end")
+    `masks` (tracked writes only) maps a chunk index to the bit mask of its written 4 KiB blocks: a chunk
+    with some but not all bits set is sent as just those blocks (a partial chunk)."""
 
-    def __init__(self, disk: DiskRun, chunks: list[ChangedChunk], end: int) -> None:
+    __slots__ = ("disk", "chunks", "shas", "end", "masks")
+
+    def __init__(
+        self, disk: DiskRun, chunks: list[ChangedChunk], end: int, masks: dict[int, int] | None = None
+    ) -> None:
         self.disk = disk
         self.chunks = chunks
-        self.shas = [b"" if c.is_zero else chunk_digest(c.data) for c in chunks]
         self.end = end
+        self.masks = masks
+        self.shas = [chunk_digest(c.data) if self.whole(c) else b"" for c in chunks]
+
+    def whole(self, chunk: ChangedChunk) -> bool:
+        """Whether `chunk` is sent whole (HAVE, then WRITE): non-zero and not a partial tracked chunk."""
+        if chunk.is_zero:
+            return False
+        return self.masks is None or self.masks.get(chunk.index, FULL_MASK) == FULL_MASK
 
 
 def prefetch(items: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
@@ -145,13 +160,23 @@ def window_batches(disk: DiskRun, first: int = 0) -> Iterator[Batch]:
         yield Batch(disk, list(scan(disk.reader, disk.store, (start, end))), end)
 
 
-def dirty_batches(disk: DiskRun, indices: Iterable[int]) -> Iterator[Batch]:
-    """Batches for the tracker's dirty chunks: each run of adjacent chunks read at once, in windows."""
-    wanted = sorted(i for i in set(indices) if i < disk.store.chunks)
+def dirty_batches(disk: DiskRun, dirty: Mapping[int, int]) -> Iterator[Batch]:
+    """Batches for the tracker's dirty chunks ({chunk: block mask}), each run of adjacent chunks read at
+    once. Every dirty chunk is sent, even when its digest matches the store's: the digest may already
+    include a write whose blocks were not sent yet (see `Session._complete`)."""
+    wanted = sorted(i for i in dirty if i < disk.store.chunks)
     for start, end in runs(wanted):
         for s in range(start, end, WINDOW):
             e = min(s + WINDOW, end)
-            yield Batch(disk, list(scan(disk.reader, disk.store, (s, e))), -1)
+            data = disk.reader.read(s * CHUNK_SIZE, (e - s) * CHUNK_SIZE)
+            chunks = []
+            for i in range(s, e):
+                piece = data[(i - s) * CHUNK_SIZE : (i - s + 1) * CHUNK_SIZE]
+                digest = chunk_digest_fast(piece)
+                chunks.append(
+                    ChangedChunk(i, i * CHUNK_SIZE, b"" if digest == ZERO_DIGEST else piece, digest)
+                )
+            yield Batch(disk, chunks, -1, {i: dirty[i] for i in range(s, e)})
 
 
 class Session:
@@ -227,15 +252,17 @@ class Session:
             disk.scanning = ""
             self.on_progress()
 
-    def send_dirty(self, disk: DiskRun, indices: Iterable[int]) -> None:
-        for batch in prefetch(dirty_batches(disk, indices)):
+    def send_dirty(self, disk: DiskRun, dirty: Mapping[int, int]) -> None:
+        """Send the tracker's dirty chunks ({chunk: 4 KiB block mask}): whole chunks as a scan would,
+        partly written ones as just their written blocks."""
+        for batch in prefetch(dirty_batches(disk, dirty)):
             self.send_batch(batch)
             self.maybe_flush()
 
     def send_batch(self, batch: Batch) -> None:
         """Ask HAVE for this batch, then finish the previous one: one HAVE is always in flight, so the
         server answers it while the agent writes, instead of both sides waiting on each other."""
-        data_idx = [i for i, c in enumerate(batch.chunks) if not c.is_zero]
+        data_idx = [i for i, c in enumerate(batch.chunks) if batch.whole(c)]
         request_id = 0
         if data_idx:
             request_id = self._next_request
@@ -273,7 +300,7 @@ class Session:
             if not chunk.is_zero:
                 continue
             known = disk.store.get(chunk.index)
-            if disk.server_new and known == UNKNOWN_DIGEST:
+            if disk.server_new and known == UNKNOWN_DIGEST and chunk.index not in disk.pending:
                 disk.pending[chunk.index] = ZERO_DIGEST  # never written: the new staging volume is zero there
             else:
                 zero_writes.append(chunk)
@@ -286,9 +313,38 @@ class Session:
                 disk.pending[c.index] = ZERO_DIGEST
         for group in _coalesce(to_write):
             self._write(disk, group)
+        for chunk in batch.chunks:
+            if not chunk.is_zero and not batch.whole(chunk):
+                self._write_blocks(disk, chunk, (batch.masks or {})[chunk.index])
+
+    def _write_blocks(self, disk: DiskRun, chunk: ChangedChunk, mask: int) -> None:
+        """Send only the written 4 KiB blocks of a chunk. Its digest is then recorded as PARTIAL, never as
+        the digest of what was read: the read may hold a newer write to other blocks, whose event is still
+        on its way, and a restart must not take the chunk for replicated. PARTIAL matches no data, so the
+        next rescan sends the chunk whole."""
+        block = 4096
+        b = 0
+        while b < CHUNK_SIZE // block:
+            if not mask & (1 << b):
+                b += 1
+                continue
+            e = b
+            while e < CHUNK_SIZE // block and mask & (1 << e):
+                e += 1
+            piece = chunk.data[b * block : e * block]
+            if piece:
+                self._send_write(disk, chunk.offset + b * block, piece)
+            b = e
+        disk.pending[chunk.index] = PARTIAL_DIGEST
 
     def _write(self, disk: DiskRun, group: list[ChangedChunk]) -> None:
         data = group[0].data if len(group) == 1 else b"".join(c.data for c in group)
+        self._send_write(disk, group[0].offset, data)
+        for c in group:
+            disk.pending[c.index] = c.digest
+
+    def _send_write(self, disk: DiskRun, offset: int, data: bytes) -> None:
+        """One WRITE, compressed when that pays, throttled."""
         assert self.codec is not None
         preferred = self.codec.choose()
         t0 = time.monotonic()
@@ -298,12 +354,10 @@ class Session:
             self.codec.observe_compress(len(data), len(payload), t1 - t0)
         self.throttle.consume(len(payload))
         t2 = time.monotonic()
-        self.client.send(Write(disk.index, group[0].offset, len(data), encoding, payload))
+        self.client.send(Write(disk.index, offset, len(data), encoding, payload))
         self.codec.observe_send(len(payload), time.monotonic() - t2)
         self.bytes_sent += len(payload)
         self.sent_since_flush += len(data)
-        for c in group:
-            disk.pending[c.index] = c.digest
 
     def unflushed(self) -> bool:
         """Whether anything was sent (or asked) since the last FLUSH_ACK."""

@@ -29,6 +29,7 @@ from rehost.errors import ReplicationError
 
 TRACEFS = "/sys/kernel/tracing"
 SECTOR = 512
+BLOCK = 4096  # granularity of the dirty masks: what a file system writes at least
 _EVENT = re.compile(rb"block_rq_complete: (\d+),(\d+) (\S+) \(.*?\) (\d+) \+ (\d+)")
 _LOST = re.compile(rb"LOST (\d+) EVENTS")
 
@@ -81,7 +82,8 @@ class BlockTracker:
         self.instance = ""
         self.events = 0  # completed write requests seen, for tests and metrics
         self._by_dev = {_kernel_dev(*dev): index for index, dev in self.devices.items()}
-        self._dirty: dict[int, set[int]] = {index: set() for index in self.devices}
+        # disk -> {chunk index: bit mask of the chunk's written 4 KiB blocks (bit b = block b)}
+        self._dirty: dict[int, dict[int, int]] = {index: {} for index in self.devices}
         self._lost: dict[int, bool] = {index: False for index in self.devices}
         self._since: dict[int, float] = {}  # disk -> when its current dirty set got its first chunk
         self._lock = threading.Lock()
@@ -139,10 +141,11 @@ class BlockTracker:
 
     # -- what callers read -----------------------------------------------------------------------------------
 
-    def take_dirty(self, disk: int) -> set[int]:
-        """The chunk indices written since the last call (and clears them)."""
+    def take_dirty(self, disk: int) -> dict[int, int]:
+        """The chunks written since the last call, each with the bit mask of its written 4 KiB blocks
+        (bit b = bytes [b * 4096, (b + 1) * 4096) of the chunk); clears them."""
         with self._lock:
-            dirty, self._dirty[disk] = self._dirty[disk], set()
+            dirty, self._dirty[disk] = self._dirty[disk], {}
             self._since.pop(disk, None)
         return dirty
 
@@ -204,13 +207,15 @@ class BlockTracker:
             sector, count = int(m.group(4)), int(m.group(5))
             if count == 0:
                 continue  # a pure flush: no data changed
-            first = sector * SECTOR // self.chunk_size
-            last = ((sector + count) * SECTOR - 1) // self.chunk_size
-            marks.append((index, first, last))
+            marks.append((index, sector * SECTOR // BLOCK, ((sector + count) * SECTOR - 1) // BLOCK))
         now = time.monotonic()
+        per_chunk = self.chunk_size // BLOCK
         with self._lock:
             for index, first, last in marks:
-                self._dirty[index].update(range(first, last + 1))
+                dirty = self._dirty[index]
+                for block in range(first, last + 1):
+                    chunk, bit = divmod(block, per_chunk)
+                    dirty[chunk] = dirty.get(chunk, 0) | (1 << bit)
                 self._since.setdefault(index, now)
             self.events += len(marks)
             if lost:
