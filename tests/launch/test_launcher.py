@@ -92,3 +92,18 @@ def test_ingress_ports_of_a_new_version_are_forwarded(launch_env: LaunchEnv, tin
     result, _ = size_and_launch(env, server_id, tiny_disk)
     assert set(result["ports"]) == {443, 8080}
     assert all(listening(port) for port in result["ports"].values())
+
+
+def test_a_failed_launch_is_recorded_terminated_with_its_reason(launch_env: LaunchEnv, tmp_path: Path) -> None:
+    from rehost.errors import TargetError
+
+    env = launch_env
+    server_id = env.agent.register("broken")["sourceServerID"]
+    with pytest.raises(TargetError):
+        size_and_launch(env, server_id, tmp_path / "no-such-disk.qcow2")
+    (res,) = env.ec2.describe_instances(
+        Filters=[{"Name": "tag:AWSApplicationMigrationServiceSourceServerID", "Values": [server_id]}])["Reservations"]
+    (inst,) = res["Instances"]
+    assert inst["State"]["Name"] == "terminated"
+    assert inst["StateReason"]["Code"] == "Server.InternalError"
+    assert "no-such-disk.qcow2" in inst["StateReason"]["Message"]

@@ -63,7 +63,7 @@ class InstanceOps:
         try:
             self.target.launch(spec)
         except TargetError as exc:
-            doc["_failure"] = exc.message
+            doc["_failure"] = f"Server.InternalError: {exc.message}"
             self._save_instance(doc)
             raise
         self._save_instance(doc)
@@ -110,7 +110,8 @@ class InstanceOps:
         if live is not None:
             out["CpuOptions"] = {"CoreCount": live.vcpus, "ThreadsPerCore": 1}
         if reason:
-            out["StateReason"] = {"Code": reason.split(":", 1)[0], "Message": reason}
+            code = reason.split(":", 1)[0] if reason.startswith(("Client.", "Server.")) else "Server.InternalError"
+            out["StateReason"] = {"Code": code, "Message": reason}
         if live is not None and state in ("pending", "running", "stopping"):
             out["PrivateIpAddress"] = live.private_ip or None
             nic: dict[str, Any] = {"NetworkInterfaceId": "eni-" + doc["InstanceId"][2:],
