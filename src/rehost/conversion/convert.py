@@ -65,7 +65,7 @@ def convert(source: Path | BinaryIO, boot_device: str, work_dir: Path, *,
         if not raw.exists():
             _copy_source(source, raw)
         copied = time.monotonic()
-        notes, root_uuid, os_name = _convert_raw(raw, hostname)
+        notes, root_uuid, os_name = _convert_raw(raw, boot_device, hostname)
         kernel = work_dir / "vmlinuz"
         edited = time.monotonic()
         out = work_dir / "disk.qcow2"
@@ -117,7 +117,7 @@ def _blkid(dev: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
-def _convert_raw(raw: Path, hostname: str | None) -> tuple[list[str], str, str]:
+def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[list[str], str, str]:
     try:
         label, parts = read_partitions(raw)
     except (CommandFailed, KeyError, ValueError) as exc:
@@ -145,8 +145,9 @@ def _convert_raw(raw: Path, hostname: str | None) -> tuple[list[str], str, str]:
         if release.get("ID") not in ("debian", "ubuntu") and "debian" not in release.get("ID_LIKE", ""):
             notes.append(f"{os_name}: not a Debian family system; conversion is best effort")
         notes.append(f"operating system: {os_name}")
-        notes += linux.fix_fstab(root, uuids)
-        notes += linux.fix_boot_loader(root, uuids[root_part.number], uuids)
+        disks = linux.boot_disk_names(root, boot_device)
+        notes += linux.fix_fstab(root, uuids, disks)
+        notes += linux.fix_boot_loader(root, uuids[root_part.number], uuids, disks)
         notes += linux.fix_network(root)
         notes += linux.remove_guest_tools(root)
         if hostname:

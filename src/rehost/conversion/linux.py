@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, chroot, chroot_mounts
@@ -17,7 +17,7 @@ from rehost.errors import ConversionError
 
 VIRTIO_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console")
 #: Block device names of the boot disk whose partitions conversion renames to UUIDs.
-_DEV_RE = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p)(\d+)$")
+_DEV_RE = re.compile(r"^(/dev/(?:[shv]d[a-z]+|xvd[a-z]+|nvme\d+n\d+p))(\d+)$")
 GUEST_TOOLS = ("open-vm-tools", "open-vm-tools-desktop", "virtualbox-guest-utils", "virtualbox-guest-x11",
                "virtualbox-guest-dkms", "hyperv-daemons", "xe-guest-utilities")
 BOOT_LOADER_CONFIGS = ("boot/extlinux/extlinux.conf", "boot/syslinux/syslinux.cfg", "extlinux.conf",
@@ -49,15 +49,33 @@ def os_release(root: Path) -> dict[str, str]:
     raise ConversionError("unknown operating system: the root file system has no /etc/os-release")
 
 
-def device_to_uuid(device: str, uuids: Mapping[int, str]) -> str | None:
-    """``/dev/sda1`` (or hda1, vda1, xvda1, nvme0n1p1) -> ``UUID=...`` of that partition, else None."""
+def device_to_uuid(device: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> str | None:
+    """``/dev/sda1`` (or hda1, vda1, xvda1, nvme0n1p1) on one of ``boot_disks`` -> ``UUID=...`` of that
+    partition; None for anything else (other disks, LABEL=, UUID=)."""
     m = _DEV_RE.match(device)
-    if m and int(m.group(1)) in uuids:
-        return f"UUID={uuids[int(m.group(1))]}"
+    if m and _disk(m) in boot_disks and int(m.group(2)) in uuids:
+        return f"UUID={uuids[int(m.group(2))]}"
     return None
 
 
-def fix_fstab(root: Path, uuids: Mapping[int, str]) -> list[str]:
+def _disk(m: re.Match[str]) -> str:
+    """The disk of a partition device match: /dev/sda for /dev/sda1, /dev/nvme0n1 for /dev/nvme0n1p1."""
+    return m.group(1)[:-1] if m.group(1).startswith("/dev/nvme") else m.group(1)
+
+
+def boot_disk_names(root: Path, boot_device: str) -> set[str]:
+    """The names the guest knows its boot disk by: ``boot_device`` and the disk of "/" in its fstab."""
+    names = {boot_device}
+    fstab = root / "etc/fstab"
+    if fstab.exists():
+        for line in fstab.read_text(errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[1] == "/" and (m := _DEV_RE.match(fields[0])):
+                names.add(_disk(m))
+    return names
+
+
+def fix_fstab(root: Path, uuids: Mapping[int, str], boot_disks: Collection[str]) -> list[str]:
     """Name every boot-disk file system in /etc/fstab by UUID instead of its device name."""
     fstab = root / "etc/fstab"
     if not fstab.exists():
@@ -66,7 +84,7 @@ def fix_fstab(root: Path, uuids: Mapping[int, str]) -> list[str]:
     for line in fstab.read_text().splitlines():
         fields = line.split()
         if fields and not fields[0].startswith("#"):
-            new = device_to_uuid(fields[0], uuids)
+            new = device_to_uuid(fields[0], uuids, boot_disks)
             if new:
                 notes.append(f"fstab: {fields[0]} -> {new} ({fields[1] if len(fields) > 1 else ''})")
                 line = line.replace(fields[0], new, 1)
@@ -77,12 +95,12 @@ def fix_fstab(root: Path, uuids: Mapping[int, str]) -> list[str]:
     return notes
 
 
-def _fix_cmdline(args: str, root_uuid: str, uuids: Mapping[int, str]) -> str:
+def _fix_cmdline(args: str, root_uuid: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> str:
     def repl(m: re.Match[str]) -> str:
         key, dev = m.group(1), m.group(2)
         if key == "root":
             return f"root=UUID={root_uuid}"
-        return f"{key}={device_to_uuid(dev, uuids) or dev}"
+        return f"{key}={device_to_uuid(dev, uuids, boot_disks) or dev}"
 
     args = re.sub(r"\b(root|resume)=(\S+)", repl, args)
     if "net.ifnames=0" not in args:
@@ -92,7 +110,7 @@ def _fix_cmdline(args: str, root_uuid: str, uuids: Mapping[int, str]) -> str:
     return args
 
 
-def fix_boot_loader(root: Path, root_uuid: str, uuids: Mapping[int, str]) -> list[str]:
+def fix_boot_loader(root: Path, root_uuid: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> list[str]:
     """Point the boot loader's kernel command line at the root by UUID; raise if there is no boot loader."""
     found = [root / c for c in BOOT_LOADER_CONFIGS if (root / c).is_file()]
     if not found:
@@ -104,7 +122,7 @@ def fix_boot_loader(root: Path, root_uuid: str, uuids: Mapping[int, str]) -> lis
             pattern = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*)$", re.M)
         else:
             pattern = re.compile(r"^(\s*append[ \t]+)(.*)$", re.M | re.I)
-        new = pattern.sub(lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids).strip(), text)
+        new = pattern.sub(lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids, boot_disks).strip(), text)
         if new != text:
             _backup(cfg)
             cfg.write_text(new)
@@ -113,7 +131,7 @@ def fix_boot_loader(root: Path, root_uuid: str, uuids: Mapping[int, str]) -> lis
     if default_grub.is_file():
         text = default_grub.read_text()
         new = re.sub(r'^(GRUB_CMDLINE_LINUX=")([^"]*)"',
-                     lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids).strip() + '"', text, flags=re.M)
+                     lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids, boot_disks).strip() + '"', text, flags=re.M)
         new = new.replace("GRUB_DISABLE_LINUX_UUID=true", "GRUB_DISABLE_LINUX_UUID=false")
         if new != text:
             _backup(default_grub)

@@ -1,0 +1,1 @@
+from images.fixtures import minimal_image  # noqa: F401  (session fixture shared with conversion tests)
