@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from rehost.replication.control import AgentSnapshotProvider, ReplicationServerM
 log = logging.getLogger("rehost")
 
 MONITOR_INTERVAL = 5.0
+GC_INTERVAL = 3600.0
 AGENT_SILENCE_SECONDS = 60.0
 
 
@@ -44,7 +46,7 @@ def account_id_for(data_dir: Path) -> str:
 class ControlPlane:
     """Everything one `rehost server` runs, built from its settings."""
 
-    def __init__(self, settings: Settings, *, start_background: bool = True) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_url)
@@ -66,10 +68,13 @@ class ControlPlane:
         self._installer: Path | None = None
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
-        if start_background:
-            self.runner.recover()
-            self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
-            self._monitor.start()
+        self._last_gc = time.monotonic()
+
+    def start(self) -> None:
+        """Resume interrupted jobs and start the monitor; call once every part has been attached."""
+        self.runner.recover()
+        self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
+        self._monitor.start()
 
     def _watch(self) -> None:
         """Every few seconds: restart dead replication servers, flag agents that went silent."""
@@ -77,8 +82,19 @@ class ControlPlane:
             try:
                 self.replication.supervise()
                 self.agent.flag_silent_agents(AGENT_SILENCE_SECONDS)
+                if time.monotonic() - self._last_gc > GC_INTERVAL:
+                    self._last_gc = time.monotonic()
+                    self._collect_garbage()
             except Exception:  # the monitor must outlive any single failure
                 log.exception("monitor pass failed")
+
+    def _collect_garbage(self) -> None:
+        """Remove chunks no snapshot references any more (retention runs in the replication servers)."""
+        from rehost.chunkstore.snapshots import SnapshotStore
+
+        with SnapshotStore.open(self.settings.data_dir) as store:
+            stats = store.gc()
+        log.info("chunk store garbage collection: %s", stats)
 
     def _agent_command(self, server_id: str, command: str) -> None:
         self.agent.queue_command(server_id, command)

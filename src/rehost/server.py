@@ -13,4 +13,6 @@ from rehost.launch.wiring import attach_launch
 
 def build_server_app(settings: Settings) -> tuple[Starlette, ControlPlane]:
     cp = ControlPlane(settings)
-    return build_app(cp, extra_routes=console_routes(cp), root_post=attach_launch(cp)), cp
+    app = build_app(cp, extra_routes=console_routes(cp), root_post=attach_launch(cp))
+    cp.start()  # after every part is attached, so resumed jobs find their launcher
+    return app, cp

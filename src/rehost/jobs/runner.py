@@ -124,7 +124,6 @@ class JobRunner:
         if self.launcher is None:
             raise StepFailed(JobLogEvent.LAUNCH_FAILED, "No launch target is configured on this control plane.")
         instance_type, vcpus, memory_mib = self._size(server)
-        self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id)
         try:
             result = self.launcher.launch(LaunchRequest(
                 source_server_id=server_id, job_id=job_id, instance_type=instance_type, vcpus=vcpus,
@@ -132,6 +131,10 @@ class JobRunner:
         except RehostError as exc:
             raise StepFailed(JobLogEvent.LAUNCH_FAILED, exc.message) from exc
         instance_id = result["instanceId"]
+        # MGN logs LAUNCH_START with the target instance's ID; the instance exists only once launched.
+        self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id, targetInstanceID=instance_id)
+        log.info("job %s launched %s for %s (%s) at %s ports %s", job_id, instance_id, server_id, instance_type,
+                 result.get("publicIp"), result.get("ports"))
         with self.store.transaction() as conn:
             server = repo.load_server(conn, server_id, for_update=True)
             server["launchedInstance"] = {"ec2InstanceID": instance_id, "jobID": job_id, "firstBoot": "WAITING"}
