@@ -118,6 +118,27 @@ def test_live_refresh_returns_only_the_block(console_env: ConsoleEnv, admin: Con
     assert signed_out.status == 401
 
 
+def test_every_live_region_is_served_as_its_block(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    sid = console_env.agent.register("live-regions")["sourceServerID"]
+    console_env.agent.report_synced(sid)
+    started = admin.post("/console/servers/action", {"csrf": admin.csrf(), "action": "launch_test", "confirmed": "1",
+                                                     "sourceServerIDs": sid, "back": f"/servers/{sid}"})
+    assert started.status == 303
+    job_id = re.search(r"job (mgnjob-[0-9a-f]+) started", admin.get(f"/console/servers/{sid}").body)
+    assert job_id, "the launch flashed no job ID"
+    pages = ["/console/servers", f"/console/servers/{sid}", "/console/jobs", f"/console/jobs/{job_id.group(1)}"]
+    seen = 0
+    for path in pages:
+        page = admin.get(path)
+        for block in re.findall(r'data-live="([^"]+)"', page.body):
+            part = admin.get(path, headers={"X-Live": block})
+            assert part.status == 200, (path, block)
+            assert "<html" not in part.body and "topbar" not in part.body, (path, block)
+            seen += 1
+    assert seen >= 4
+    assert admin.get("/console/servers", headers={"X-Live": "no-such-block"}).status == 400
+
+
 def test_add_server_builds_the_installer_command(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
     page = admin.post("/console/servers/add", {"csrf": admin.csrf(), "mode": "typed",
                                                "access_key_id": "AKIAEXAMPLEEXAMPLE", "secret_access_key": "s3cr3t"})
@@ -132,5 +153,9 @@ def test_sign_out_ends_the_session(console_env: ConsoleEnv) -> None:
     client = ConsoleClient(console_env.endpoint)
     client.sign_in(*console_env.admin_key)
     token = client.csrf()
+    cookie = next(c.value for c in client.jar if c.name == "rehost_console")
     assert client.post("/console/signout", {"csrf": token}).status == 303
     assert client.get("/console/servers").status == 303
+    # The session is gone on the server too: replaying the old cookie does not sign in.
+    replay = client.get("/console/servers", headers={"cookie": f"rehost_console={cookie}"})
+    assert replay.status == 303 and replay.headers["location"].endswith("/signin")

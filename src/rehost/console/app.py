@@ -7,6 +7,7 @@ re-fetches a page with an ``X-Live: <block>`` header and swaps in that block eve
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,7 @@ def page(console: Console, handler: Handler) -> Endpoint:
         except Refused as exc:
             if request.method != "POST":
                 status = {"AccessDeniedException": 403, "ResourceNotFoundException": 404}.get(exc.code, 400)
-                return await run_in_threadpool(lambda: ctx.render("refused.html", status, nav="", error=exc))
+                return await run_in_threadpool(functools.partial(ctx.render, "refused.html", status, nav="", error=exc))
             ctx.flash("error", exc.message)
             back = str(ctx.form.get("back") or "") if ctx.form else ""
             # Only ever redirect within the console.

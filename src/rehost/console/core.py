@@ -183,8 +183,10 @@ class Ctx:
         values.update(me=self.identity.user_name, csrf=self.session.csrf, base=self.base, can=self.can,
                       can_iam=self.can_iam, region=self.cp.settings.region, account=self.cp.mgn.account.account_id,
                       ec2_available=getattr(self.cp, "ec2", None) is not None)
-        if live and live in tmpl.blocks:
+        if live:
             # A live refresh: only the named block, rendered with the page's values (flashes stay queued).
+            if live not in tmpl.blocks:
+                return HTMLResponse("no such block", status_code=400, headers=SECURITY_HEADERS)
             body = "".join(tmpl.blocks[live](tmpl.new_context(values)))
             return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         values["flashes"], self.session.flashes = list(self.session.flashes), []

@@ -15,7 +15,8 @@ LAUNCH_TONES = {"PENDING": "pending", "IN_PROGRESS": "progress", "LAUNCHED": "su
 FAIL_EVENTS = {"CLEANUP_FAIL", "SNAPSHOT_FAIL", "CONVERSION_FAIL", "LAUNCH_FAILED", "JOB_CANCEL"}
 
 
-def _job_row(job: dict[str, Any]) -> dict[str, Any]:
+def job_row(job: dict[str, Any]) -> dict[str, Any]:
+    """What the job tables show of a job: its words, status badge tone and whether a server failed."""
     servers = job.get("participatingServers") or []
     failed = any(p.get("launchStatus") == "FAILED" for p in servers)
     status = job.get("status", "PENDING")
@@ -30,7 +31,7 @@ def _job_row(job: dict[str, Any]) -> dict[str, Any]:
 
 def jobs(ctx: Ctx) -> Response:
     items = ctx.call("DescribeJobs", maxResults=100)["items"]
-    return ctx.render("jobs.html", nav="jobs", jobs=[_job_row(j) for j in items])
+    return ctx.render("jobs.html", nav="jobs", jobs=[job_row(j) for j in items])
 
 
 def job_detail(ctx: Ctx) -> Response:
@@ -50,7 +51,7 @@ def job_detail(ctx: Ctx) -> Response:
     servers = [{"id": p["sourceServerID"], "status": p.get("launchStatus", ""),
                 "tone": LAUNCH_TONES.get(p.get("launchStatus", ""), "neutral"),
                 "instance": p.get("launchedEc2InstanceID") or ""} for p in job.get("participatingServers") or []]
-    return ctx.render("job.html", nav="jobs", job=_job_row(job), servers=servers, log=entries,
+    return ctx.render("job.html", nav="jobs", job=job_row(job), servers=servers, log=entries,
                       running=job.get("status") != "COMPLETED")
 
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from rehost import instancetypes
 from rehost.console import actions as act
-from rehost.console import launch_settings, present
+from rehost.console import launch_settings, pages_jobs, present
 from rehost.console.core import Ctx, Refused
 
 LIFECYCLE_FILTERS = ("NOT_READY", "READY_FOR_TEST", "TESTING", "READY_FOR_CUTOVER", "CUTTING_OVER", "CUTOVER",
@@ -107,7 +107,8 @@ def _comparison(server: dict[str, Any], template_type: str | None) -> list[dict[
 
 def _jobs_of(ctx: Ctx, server_id: str) -> list[dict[str, Any]]:
     jobs = ctx.call("DescribeJobs", maxResults=50)["items"]
-    return [j for j in jobs if any(p["sourceServerID"] == server_id for p in j.get("participatingServers", []))][:10]
+    return [pages_jobs.job_row(j) for j in jobs
+            if any(p["sourceServerID"] == server_id for p in j.get("participatingServers", []))][:10]
 
 
 def server_detail(ctx: Ctx) -> Response:

@@ -197,7 +197,6 @@ def timeline(server: dict[str, Any]) -> list[dict[str, Any]]:
     life = server.get("lifeCycle") or {}
     state = life.get("state") or "NOT_READY"
     order = ["NOT_READY", "READY_FOR_TEST", "TESTING", "READY_FOR_CUTOVER", "CUTTING_OVER", "CUTOVER"]
-    reached = order.index(state) if state in order else len(order)
     test = life.get("lastTest") or {}
     cut = life.get("lastCutover") or {}
     dates = {
@@ -207,9 +206,14 @@ def timeline(server: dict[str, Any]) -> list[dict[str, Any]]:
         "CUTTING_OVER": (cut.get("initiated") or {}).get("apiCallDateTime"),
         "CUTOVER": (cut.get("finalized") or {}).get("apiCallDateTime"),
     }
+    if state in order:
+        reached = order.index(state)
+    else:  # disconnected: the stages it went through are those with a date, up to the last one
+        dated = [i for i, st in enumerate(order) if dates.get(st)]
+        reached = (max(dated) + 1) if dated else 0
     stages = []
     for i, st in enumerate(order):
-        status = "done" if i < reached else "current" if i == reached else "todo"
+        status = "done" if i < reached else "current" if i == reached and state in order else "todo"
         stages.append({"label": lifecycle_label(st), "status": status, "date": when(dates.get(st)) if dates.get(st) else ""})
     if state == "DISCONNECTED":
         stages.append({"label": "Disconnected", "status": "current", "date": ""})
