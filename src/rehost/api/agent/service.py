@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -23,6 +23,15 @@ from rehost.db import repo, schema
 from rehost.domain.lifecycle import LifeCycleState, Trigger, transition
 from rehost.domain.replication import AGENT_REPORTABLE, INITIATION_STEPS, DataReplicationState
 from rehost.errors import InvalidInput, NotFound, QuotaExceeded
+
+def _metric_time(value: Any) -> datetime:
+    """A metric's time: epoch seconds or an ISO-8601 string; now when absent."""
+    if value is None:
+        return ids.utcnow()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return ids.parse_iso(str(value))
+
 
 COMMAND_TYPES = ("SNAPSHOT", "SYNC_SNAPSHOT", "RESCAN", "PAUSE", "RESUME", "STOP", "START", "DISCONNECT")
 
@@ -375,11 +384,11 @@ class AgentService:
             repo.save_server(conn, doc)
             for m in metrics or []:
                 try:
-                    at = ids.parse_iso(m["timestamp"]) if m.get("timestamp") else ids.utcnow()
+                    at = _metric_time(m.get("timestamp"))
                     conn.execute(schema.agent_metrics.insert().values(
                         source_server_id=sourceServerID, at=at, cpu_percent=float(m["cpuPercent"]),
                         memory_percent=float(m["memoryPercent"])))
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise InvalidInput(f"malformed metric {m!r}") from exc
         return {}
 
