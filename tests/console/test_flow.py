@@ -63,14 +63,20 @@ def server() -> Iterator[RunningServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def confirm(page: Page, menu: str, item: str) -> None:
+def confirm(page: Page, menu: str, item: str, shots: Shots | None = None) -> None:
     """Choose ``item`` in the page's ``menu`` and confirm the dialog, which says what will happen."""
     page.locator("summary", has_text=menu).click()
+    if shots:
+        shots.take(page, "menu")
     page.get_by_role("button", name=item, exact=True).click()
     dialog = page.locator("#confirm-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator("#confirm-title")).to_have_text(f"{item}?")
     assert len(dialog.locator("#confirm-text").inner_text()) > 40  # a sentence about the consequences
+    expect(dialog.locator("#confirm-servers")).to_contain_text("mgn-workshop-src")
+    if shots:
+        page.screenshot(path=str(shots.directory / f"{shots.count + 1:02d}-confirm-dialog.png"))
+        shots.count += 1
     dialog.get_by_role("button", name=item, exact=True).click()
 
 
@@ -167,12 +173,25 @@ def test_hands_on_flow(server: RunningServer) -> None:
         page.get_by_role("link", name="Server info").click()
         expect(page.locator("#instance-comparison")).to_contain_text("USD 0.0104")
 
+        # Replication settings and tags of the server.
+        page.get_by_role("link", name="Replication settings").click()
+        page.get_by_label("Bandwidth throttling").fill("50")
+        page.get_by_role("button", name="Save replication settings").click()
+        expect(page.get_by_label("Bandwidth throttling")).to_have_value("50")
+        shots.take(page, "replication-settings")
+        page.get_by_role("link", name="Tags").click()
+        page.get_by_label("Key").fill("env")
+        page.get_by_label("Value").fill("handson")
+        page.get_by_role("button", name="Add tag").click()
+        expect(page.locator("main table")).to_contain_text("handson")
+        shots.take(page, "tags")
+
         # Step 6: launch a test; follow the job; its log shows the job's honest outcome as it runs.
         answerer = CommandAnswerer(agent, sid)
         answerer.start()
         try:
             page.get_by_role("link", name="Migration dashboard").click()
-            confirm(page, "Test and cutover", "Launch test instances")
+            confirm(page, "Test and cutover", "Launch test instances", shots)
             expect(page.locator(".flash-success")).to_contain_text("job")
             expect(page.locator(".summary-bar")).to_contain_text("Test in progress")
             shots.take(page, "test-launched")
