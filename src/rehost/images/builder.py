@@ -46,7 +46,8 @@ SITE_MARKER = "rehost-demo-site"
 #: Bump when the shared customisation below changes, so cached trees are rebuilt.
 RECIPE_VERSION = "3"
 
-BASE_PACKAGES = ("systemd-sysv", "linux-image-amd64", "python3", "openssh-server", "ifupdown",
+# dbus lets systemd-logind run, which turns an ACPI power-button press into an orderly shutdown (EC2 stop).
+BASE_PACKAGES = ("systemd-sysv", "dbus", "linux-image-amd64", "python3", "openssh-server", "ifupdown",
                  "isc-dhcp-client", "iproute2", "netbase", "wget", "ca-certificates")
 FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {"web": ("nginx-light",), "minimal": ()}
 #: IDE/SATA (ata_piix on QEMU pc, ahci), SCSI disk, ext4: no virtio, so the disk vanishes on virtio.
@@ -102,6 +103,9 @@ def cached_tree(cache_dir: Path, flavor: Flavor = "web") -> Path:
         partial = tarball.with_suffix(".partial")
         run(["tar", "-C", str(tree), "--numeric-owner", "--xattrs", "-cf", str(partial), "."], timeout=1800)
         partial.rename(tarball)
+        for old in cache_dir.glob(f"debian-{SUITE}-{flavor}-*.tar"):
+            if old != tarball:  # an older recipe or package list: never used again
+                old.unlink(missing_ok=True)
         log.info("cached tree %s after %.0f s", tarball, time.monotonic() - started)
     return tarball
 
