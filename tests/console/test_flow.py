@@ -119,7 +119,8 @@ def test_hands_on_flow(server: RunningServer) -> None:
         key = (page.locator("#new-key-id").inner_text().strip(), page.locator("#new-key-secret").inner_text().strip())
         assert key[0].startswith("AKIA") and len(key[1]) >= 30
         shots.take(page, "iam-access-key")
-        page.reload()
+        page.goto(f"{ep}/console/iam/users/MGNuser")
+        expect(page.locator("main")).to_contain_text(key[0])
         assert key[1] not in page.content()  # never shown again
 
         # Add server: the installer command with MGNuser's key and this control plane's endpoint.

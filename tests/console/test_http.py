@@ -110,6 +110,21 @@ def test_inline_iam_policy_opens_the_iam_pages(console_env: ConsoleEnv) -> None:
     assert page.status == 200 and "Create user" in page.body and "viewer" in page.body
 
 
+def test_iam_errors_are_shown_with_their_message(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    created = admin.post("/console/iam/users", {"csrf": admin.csrf(), "userName": "dup-user",
+                                                 "policy": "AWSApplicationMigrationAgentPolicy", "back": "/iam/users"})
+    assert created.status == 303 and created.headers["location"] == "/console/iam/users/dup-user"
+    assert "AWSApplicationMigrationAgentPolicy" in admin.get("/console/iam/users/dup-user").body
+    again = admin.post("/console/iam/users", {"csrf": admin.csrf(), "userName": "dup-user", "back": "/iam/users"})
+    assert again.status == 303 and again.headers["location"] == "/console/iam/users"
+    assert "User with name dup-user already exists." in admin.get("/console/iam/users").body
+    for _ in range(2):
+        admin.post("/console/iam/users/dup-user/access-keys", {"csrf": admin.csrf(), "back": "/iam/users/dup-user"})
+    third = admin.post("/console/iam/users/dup-user/access-keys", {"csrf": admin.csrf(), "back": "/iam/users/dup-user"})
+    assert third.status == 303
+    assert "AccessKeysPerUser: 2" in admin.get("/console/iam/users/dup-user").body
+
+
 def test_live_refresh_returns_only_the_block(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
     resp = admin.get("/console/servers", headers={"X-Live": "rows"})
     assert resp.status == 200

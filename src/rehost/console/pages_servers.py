@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from rehost import instancetypes
+from rehost import errors, instancetypes
 from rehost.console import actions as act
 from rehost.console import launch_settings, pages_jobs, present
 from rehost.console.core import Ctx, Refused
@@ -71,7 +71,7 @@ def add_server_build(ctx: Ctx) -> Response:
         ctx.require_iam("iam:CreateAccessKey", ctx.iam_user_arn(user))
         try:
             created = ctx.cp.iam.create_access_key(user)["AccessKey"]
-        except Exception as exc:
+        except errors.RehostError as exc:
             raise Refused.of(exc) from exc
         key_id, secret = created["AccessKeyId"], created["SecretAccessKey"]
     else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import Response
 
+from rehost import errors
 from rehost.console.core import Ctx, Refused
 from rehost.iam.managed import managed_policy_names
 
@@ -110,6 +112,14 @@ def launch_template_save(ctx: Ctx) -> Response:
 
 # -- IAM ------------------------------------------------------------------------------------------------
 
+def _iam(call: Callable[..., dict[str, Any]], *args: str) -> dict[str, Any]:
+    """Call the IAM directory, turning its errors (NoSuchEntity, EntityAlreadyExists...) into `Refused`."""
+    try:
+        return call(*args)
+    except errors.RehostError as exc:
+        raise Refused.of(exc) from exc
+
+
 def users(ctx: Ctx) -> Response:
     ctx.require_iam("iam:ListUsers")
     rows = []
@@ -124,15 +134,12 @@ def user_create(ctx: Ctx) -> Response:
     form = _form(ctx)
     name = form.get("userName", "").strip()
     ctx.require_iam("iam:CreateUser", ctx.iam_user_arn(name or "*"))
-    try:
-        ctx.cp.iam.create_user(name)
-        for policy in ctx.form.getlist("policy") if ctx.form else []:
-            ctx.require_iam("iam:AttachUserPolicy", ctx.iam_user_arn(name))
-            ctx.cp.iam.attach_user_policy(name, str(policy))
-    except Refused:
-        raise
-    except Exception as exc:
-        raise Refused.of(exc) from exc
+    policies = [str(p) for p in ctx.form.getlist("policy")] if ctx.form else []
+    if policies:
+        ctx.require_iam("iam:AttachUserPolicy", ctx.iam_user_arn(name))
+    _iam(ctx.cp.iam.create_user, name)
+    for policy in policies:
+        _iam(ctx.cp.iam.attach_user_policy, name, policy)
     ctx.flash("success", f"User {name} created.")
     return ctx.redirect(f"/iam/users/{name}")
 
@@ -140,12 +147,9 @@ def user_create(ctx: Ctx) -> Response:
 def user_detail(ctx: Ctx, created_key: dict[str, Any] | None = None) -> Response:
     name = ctx.request.path_params["name"]
     ctx.require_iam("iam:ListUsers")
-    try:
-        user = ctx.cp.iam.get_user(name)
-        policies = ctx.cp.iam.list_user_policies(name)
-        keys = ctx.cp.iam.list_access_keys(name)["AccessKeyMetadata"]
-    except Exception as exc:
-        raise Refused.of(exc) from exc
+    user = _iam(ctx.cp.iam.get_user, name)
+    policies = _iam(ctx.cp.iam.list_user_policies, name)
+    keys = _iam(ctx.cp.iam.list_access_keys, name)["AccessKeyMetadata"]
     attached = [p["PolicyName"] for p in policies["AttachedPolicies"]]
     return ctx.render("user.html", nav="iam", user=user, attached=attached, inline=policies["PolicyNames"],
                       keys=keys, created_key=created_key,
@@ -158,10 +162,7 @@ def user_attach(ctx: Ctx) -> Response:
     name = ctx.request.path_params["name"]
     ctx.require_iam("iam:AttachUserPolicy", ctx.iam_user_arn(name))
     policy = _form(ctx).get("policy", "")
-    try:
-        ctx.cp.iam.attach_user_policy(name, policy)
-    except Exception as exc:
-        raise Refused.of(exc) from exc
+    _iam(ctx.cp.iam.attach_user_policy, name, policy)
     ctx.flash("success", f"Policy {policy} attached to {name}.")
     return ctx.redirect(f"/iam/users/{name}")
 
@@ -170,10 +171,7 @@ def user_create_key(ctx: Ctx) -> Response:
     """Create an access key and show its secret on this response only (it is never shown again)."""
     name = ctx.request.path_params["name"]
     ctx.require_iam("iam:CreateAccessKey", ctx.iam_user_arn(name))
-    try:
-        key = ctx.cp.iam.create_access_key(name)["AccessKey"]
-    except Exception as exc:
-        raise Refused.of(exc) from exc
+    key = _iam(ctx.cp.iam.create_access_key, name)["AccessKey"]
     return user_detail(ctx, created_key=key)
 
 
