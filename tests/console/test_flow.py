@@ -37,9 +37,12 @@ class CommandAnswerer(threading.Thread):
         super().__init__(daemon=True)
         self.agent, self.server_id = agent, server_id
         self.stop = threading.Event()
+        self.release = threading.Event()  # hold commands until set, so a job can be watched while it runs
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
+            if not self.release.is_set():
+                continue
             try:
                 commands = self.agent.call("GetAgentCommandForMgn", {"sourceServerID": self.server_id})["commands"]
                 results = [{"commandID": c["commandID"], "status": "FAILED",
@@ -198,8 +201,13 @@ def test_hands_on_flow(server: RunningServer) -> None:
             shots.take(page, "test-launched")
             page.get_by_role("link", name="View job details").click()
             log = page.locator("#job-log")
-            expect(log).to_contain_text("Job started", timeout=WAIT)
+            expect(log).to_contain_text("Snapshot started", timeout=WAIT)
+            expect(page.locator("#job-status")).to_contain_text("Started")
+            shots.take(page, "test-job-running")
+            page.evaluate("window.stillThisPage = true")
+            answerer.release.set()  # the agent answers now: the log grows while we watch
             expect(page.locator("#job-status")).to_contain_text("Completed", timeout=WAIT)
+            assert page.evaluate("window.stillThisPage === true")  # updated in place, not reloaded
             launched = "Launch started" in log.inner_text() and "Launch failed" not in log.inner_text()
             if not launched:
                 expect(log.locator("tr.row-error")).not_to_have_count(0)
