@@ -157,8 +157,18 @@ class Api:
         self.agent.report_synced(sid)
         return sid
 
+    def _answer_snapshots(self, sid: str) -> int:
+        commands = self.agent.call("GetAgentCommandForMgn", {"sourceServerID": sid})["commands"]
+        snaps = [c for c in commands if c["type"] in ("SNAPSHOT", "SYNC_SNAPSHOT")]
+        if snaps:
+            self.agent.call("UpdateAgentReplicationInfoForMgn", {
+                "sourceServerID": sid, "initialSyncComplete": True,
+                "commandResults": [{"commandID": c["commandID"], "status": "FAILED",
+                                    "message": TEST_AGENT_SNAPSHOT_FAILURE} for c in snaps]})
+        return len(snaps)
+
     def fail_snapshots(self, sid: str, timeout: float = 60.0) -> int:
-        """Play the agent of `sid`: answer the launch job's snapshot request(s) with FAILED.
+        """Play the agent of `sid`: answer a launch job's snapshot request(s) with FAILED.
 
         A launch job asks the agent for a snapshot (a SYNC_SNAPSHOT command) and waits for its answer; this
         test agent has no disks, so it reports the failure and the job ends with the reason in its log.
@@ -166,24 +176,30 @@ class Api:
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            commands = self.agent.call("GetAgentCommandForMgn", {"sourceServerID": sid})["commands"]
-            snaps = [c for c in commands if c["type"] in ("SNAPSHOT", "SYNC_SNAPSHOT")]
-            if snaps:
-                self.agent.call("UpdateAgentReplicationInfoForMgn", {
-                    "sourceServerID": sid, "initialSyncComplete": True,
-                    "commandResults": [{"commandID": c["commandID"], "status": "FAILED",
-                                        "message": TEST_AGENT_SNAPSHOT_FAILURE} for c in snaps]})
-                return len(snaps)
+            answered = self._answer_snapshots(sid)
+            if answered:
+                return answered
             time.sleep(0.05)
         raise AssertionError(f"no snapshot command for {sid} within {timeout} s")
 
+    def finish_job(self, sid: str, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Answer `sid`'s snapshot requests with FAILED until job `job_id` completes; return the job.
+
+        Keeps answering because a request left over from an earlier, interrupted job may be answered first.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._answer_snapshots(sid)
+            job = self.mgn.describe_jobs(filters={"jobIDs": [job_id]})["items"][0]
+            if job["status"] == "COMPLETED":
+                return dict(job)
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not complete within {timeout} s")
+
     def run_launch(self, operation: str, sid: str, **kwargs: Any) -> dict[str, Any]:
         """StartTest / StartCutover one server, let its job fail at the snapshot, return the finished job."""
-        from .waiting import wait_job
-
         job = getattr(self.mgn, operation)(sourceServerIDs=[sid], **kwargs)["job"]
-        self.fail_snapshots(sid)
-        return wait_job(self.mgn, job["jobID"])
+        return self.finish_job(sid, job["jobID"])
 
     def state(self, sid: str) -> str:
         items = self.mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"]
