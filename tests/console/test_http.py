@@ -101,6 +101,32 @@ def test_read_only_user_sees_no_actions_and_a_forced_action_is_refused(console_e
     assert refused.status == 403 and "iam:ListUsers" in refused.body
 
 
+def test_launch_template_versions_need_the_ec2_actions(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    key = console_env.inline_user("mgn-only", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["mgn:*", "ec2:Describe*"], "Resource": "*"}]})
+    sid = console_env.agent.register("ec2-rights")["sourceServerID"]
+    client = ConsoleClient(console_env.endpoint)
+    client.sign_in(*key)
+    tab = client.get(f"/console/servers/{sid}?tab=launch")
+    assert tab.status == 200 and "lt-versions" in tab.body
+    assert "Create template version" not in tab.body and "Set default version" not in tab.body
+    assert "Save settings" in tab.body  # mgn:UpdateLaunchConfiguration is allowed
+    forced = client.post(f"/console/servers/{sid}/launch-template/versions", {
+        "csrf": client.csrf(), "instanceType": "t3.micro", "publicIp": "on", "makeDefault": "on",
+        "back": f"/servers/{sid}?tab=launch"})
+    assert forced.status == 303
+    page = client.get(f"/console/servers/{sid}?tab=launch")
+    assert "You are not authorized to perform this operation." in page.body
+    assert "ec2:CreateLaunchTemplateVersion" in page.body
+    assert re.search(r'id="lt-instance-type">t3\.small<', page.body)  # no version was made
+    # The admin (FullAccess includes rehost's EC2 operator actions) can.
+    made = admin.post(f"/console/servers/{sid}/launch-template/versions", {
+        "csrf": admin.csrf(), "instanceType": "t3.micro", "publicIp": "on", "makeDefault": "on",
+        "back": f"/servers/{sid}?tab=launch"})
+    assert made.status == 303
+    assert re.search(r'id="lt-instance-type">t3\.micro<', admin.get(f"/console/servers/{sid}?tab=launch").body)
+
+
 def test_inline_iam_policy_opens_the_iam_pages(console_env: ConsoleEnv) -> None:
     key = console_env.inline_user("iam-operator", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["iam:*", "mgn:Describe*"], "Resource": "*"}]})

@@ -158,12 +158,32 @@ class Ctx:
     def iam_user_arn(self, name: str) -> str:
         return self.cp.iam.user_arn(name)
 
+    def ec2_arn(self, resource: str) -> str:
+        return f"arn:aws:ec2:{self.cp.settings.region}:{self.cp.mgn.account.account_id}:{resource}"
+
+    def authorize_ec2(self, operation: str, params: dict[str, Any]) -> None:
+        """``ec2:<Operation>`` on the launch template and instances the input names, as the EC2 API checks."""
+        resources = [self.ec2_arn(f"launch-template/{params['LaunchTemplateId']}")] if params.get("LaunchTemplateId") else []
+        resources += [self.ec2_arn(f"instance/{i}") for i in params.get("InstanceIds") or []]
+        try:
+            self.cp.authorizer.authorize(self.identity, f"ec2:{operation}", resources or ["*"])
+        except AwsError as exc:
+            raise Refused("UnauthorizedOperation",
+                          f"You are not authorized to perform this operation. {exc.message}") from exc
+
+    def can_ec2(self, operation: str, **params: Any) -> bool:
+        try:
+            self.authorize_ec2(operation, params)
+            return True
+        except Refused:
+            return False
+
     def ec2_call(self, operation: str, **params: Any) -> Any:
-        """An EC2 launch-template operation through ``cp.ec2``, authorized as ``ec2:<Operation>``."""
+        """An EC2 launch-template operation through ``cp.ec2``, authorized as the EC2 API would."""
         ec2 = getattr(self.cp, "ec2", None)
         if ec2 is None:
             raise Refused("NotAvailable", "EC2 launch templates are not available on this control plane yet.")
-        self.authorize(f"ec2:{operation}")
+        self.authorize_ec2(operation, params)
         try:
             return getattr(ec2, snake(operation))(**params)
         except (AwsError, errors.RehostError) as exc:

@@ -46,8 +46,8 @@ def template_view(ctx: Ctx, server: dict[str, Any]) -> dict[str, Any]:
         return view
     default = next((v for v in view["versions"] if v["default"]), None)
     view["instance_type"] = default["instance_type"] if default and default["instance_type"] != "—" else None
-    view["can_create"] = ctx.can("ec2:CreateLaunchTemplateVersion")
-    view["can_modify"] = ctx.can("ec2:ModifyLaunchTemplate")
+    view["can_create"] = ctx.can_ec2("CreateLaunchTemplateVersion", LaunchTemplateId=template_id)
+    view["can_modify"] = ctx.can_ec2("ModifyLaunchTemplate", LaunchTemplateId=template_id)
     return view
 
 
@@ -58,7 +58,7 @@ def instance_address(ctx: Ctx, instance_id: str | None) -> str | None:
     instance's public IP with the host port that forwards to its port 80.
     """
     ec2 = getattr(ctx.cp, "ec2", None)
-    if not instance_id or ec2 is None or not ctx.can("ec2:DescribeInstances"):
+    if not instance_id or ec2 is None or not ctx.can_ec2("DescribeInstances", InstanceIds=[instance_id]):
         return None
     try:
         inst = ec2.describe_instance(instance_id)
