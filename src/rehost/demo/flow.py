@@ -141,10 +141,11 @@ class Demo:
                     self.out(f"cleanup: {exc}")
         total = time.monotonic() - self.started
         self.out("")
-        self.out(f"{'step':58} {'seconds':>8}  result")
+        width = max([len(s.name) for s in self.steps] + [4])
+        self.out(f"{'step':{width}} {'seconds':>8}  result")
         for s in self.steps:
-            self.out(f"{s.name:58} {s.seconds:8.1f}  {'ok' if s.ok else 'FAILED'}")
-        self.out(f"{'total':58} {total:8.1f}  {'PASSED' if not self.failures else 'FAILED'}")
+            self.out(f"{s.name:{width}} {s.seconds:8.1f}  {'ok' if s.ok else 'FAILED'}")
+        self.out(f"{'total':{width}} {total:8.1f}  {'PASSED' if not self.failures else 'FAILED'}")
         return self.failures
 
     def _run(self) -> None:
@@ -245,9 +246,12 @@ class Demo:
 
         self._launch("test", self.mgn.start_test, "TESTING")
 
-        with self.step("Step 6: mark ready for cutover"):
+        with self.step("Step 6: mark ready for cutover (the test instance is terminated)"):
             s = self.mgn.change_server_life_cycle_state(sourceServerID=self.server_id, lifeCycle={"state": "READY_FOR_CUTOVER"})
             self.check(s["lifeCycle"]["state"] == "READY_FOR_CUTOVER", "lifecycle reads READY_FOR_CUTOVER")
+            self._wait("the test instance's termination", self._no_job_running, 300, 2)
+            state = self.ec2.describe_instances(InstanceIds=[self.test_instance])["Reservations"][0]["Instances"][0]["State"]
+            self.check(state["Name"] == "terminated", f"the test instance {self.test_instance} is terminated")
 
         self._launch("cutover", self.mgn.start_cutover, "CUTTING_OVER")
 
@@ -257,6 +261,11 @@ class Demo:
             self.check(s["dataReplicationInfo"]["dataReplicationState"] == "DISCONNECTED", "data replication is DISCONNECTED")
             s = self.mgn.mark_as_archived(sourceServerID=self.server_id)
             self.check(s["isArchived"] is True, "the server is archived")
+
+    def _no_job_running(self) -> bool:
+        jobs = self.mgn.describe_jobs()["items"]
+        return not any(j["status"] != "COMPLETED" and any(p["sourceServerID"] == self.server_id
+                                                          for p in j["participatingServers"]) for j in jobs)
 
     def _launch(self, kind: str, start: Callable[..., Any], state: str) -> None:
         step = "6" if kind == "test" else "7"
@@ -273,6 +282,8 @@ class Demo:
             server = done["participatingServers"][0]
             self.check(server["launchStatus"] == "LAUNCHED", f"the {kind} instance launched")
             instance_id = server["launchedEc2InstanceID"]
+            if kind == "test":
+                self.test_instance = instance_id
         with self.step(f"Step {step}: open the site on the {kind} instance's public address"):
             reservation = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
             address = reservation.get("PublicIpAddress", "127.0.0.1")
