@@ -31,7 +31,7 @@ from rehost.agent.discovery import (
 )
 from rehost.agent.sigv4 import Credentials
 from rehost.agent.state import DEFAULT_STATE_DIR, AgentState
-from rehost.errors import InvalidInput, RehostError
+from rehost.errors import AccessDenied, InvalidInput, RehostError
 
 PROG = "rehost-replication-installer-init"
 PRODUCT = "rehost Replication Agent"
@@ -144,6 +144,8 @@ def install(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     console.say("Identifying volumes for replication.")
     disks = choose_disks(args, console)
+    if os.geteuid() != 0 and any(d.is_block for d in disks):
+        raise AccessDenied("Replicating block devices needs root: run the installer with sudo")
     for disk in disks:
         console.say(f"Identified volume for replication: {disk.name} of size {_size_text(disk.size)}")
     console.say("All volumes for replication were successfully identified.")
