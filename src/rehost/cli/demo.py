@@ -10,6 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="migrate a real running web server end to end, as the hands-on does")
     p.add_argument("--work-dir", type=Path, default=Path(".cache/demo"),
                    help="where images (cached between runs), VMs and the demo's data directory go")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where debootstrap trees are cached between runs (default: WORK_DIR/cache)")
     p.add_argument("--flavor", default="web", choices=["web", "minimal"], help="source image flavor")
     p.set_defaults(func=run)
 
@@ -17,4 +19,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from rehost.demo.flow import main
 
-    return main(args.work_dir.resolve(), args.flavor)
+    return main(args.work_dir.resolve(), args.flavor, args.cache_dir.resolve() if args.cache_dir else None)

@@ -51,6 +51,7 @@ class Demo:
     work_dir: Path
     flavor: str = "web"
     size_gib: float = 2.0
+    cache_dir: Path | None = None  # debootstrap trees, shared between runs (and with the tests)
     out: Callable[[str], None] = print
     steps: list[Step] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -156,8 +157,8 @@ class Demo:
         run_dir = self.work_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir.mkdir()
         self.data_dir = run_dir / "data"
-        cache = self.work_dir / "cache"
-        cache.mkdir(exist_ok=True)
+        cache = self.cache_dir or self.work_dir / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
 
         with self.step("Prepare an ssh key for the source server"):
             self.ssh_key = run_dir / "id_ed25519"
@@ -302,11 +303,11 @@ def _public_url(instance: dict[str, Any], address: str) -> str:
     raise DemoFailed(f"instance {instance.get('InstanceId')} has no forwarded port 80")
 
 
-def main(work_dir: Path, flavor: str = "web") -> int:
+def main(work_dir: Path, flavor: str = "web", cache_dir: Path | None = None) -> int:
     if os.geteuid() != 0:
         raise DemoFailed("the demo builds disk images with loop devices: run it as root")
     for tool in ("qemu-system-x86_64", "ssh", "debootstrap"):
         if shutil.which(tool) is None:
             raise DemoFailed(f"{tool} is not installed: run `make deps` first")
-    failures = Demo(work_dir=work_dir, flavor=flavor).run()
+    failures = Demo(work_dir=work_dir, flavor=flavor, cache_dir=cache_dir).run()
     return 0 if not failures else 1
