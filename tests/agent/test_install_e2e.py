@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import RunningServer, free_port, rehost_cli
+from helpers import RunningServer, cli_json, free_port, rehost_cli
 from rehost.agent.bundle import build_installer, installer_bytes
 from rehost.agent.control import AgentApiClient
 from rehost.agent.service import stop_background
@@ -272,3 +272,21 @@ def test_agent_survives_replication_server_crash_and_pause(installer: Path, cont
         agent.send_signal(signal.SIGTERM)
         rc = agent.wait(timeout=60)
     assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]
+
+
+def test_temporary_credentials_ask_for_the_session_token(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    control_plane.access_key()  # makes sure the admin user has a key before asking for a session
+    creds = cli_json("iam", "get-session-token", "admin", data_dir=control_plane.data_dir)["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA")
+    image = make_image(tmp_path / "disk.img", MiB, [])
+    state = str(tmp_path / "state")
+    try:
+        proc = run_installer(installer, "--endpoint", control_plane.endpoint, "--devices", str(image), "--state-dir", state,
+                             "--no-replication",
+                             stdin=f"{control_plane.region}\n{creds['AccessKeyId']}\n{creds['SecretAccessKey']}\n"
+                                   f"{creds['SessionToken']}\n")
+        assert proc.returncode == 0, proc.stderr
+        assert "AWS Secret Access Key: AWS Session Token: " in proc.stdout
+        assert re.search(r"source server ID: s-[0-9a-f]{17}\.", proc.stdout)
+    finally:
+        stop_background(state)
