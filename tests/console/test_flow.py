@@ -262,8 +262,14 @@ def test_hands_on_flow(server: RunningServer) -> None:
         expect(page.locator("table")).to_contain_text("Launch cutover instances")
         shots.take(page, "jobs")
 
+        page.get_by_role("link", name="Launch template").click()
+        expect(page.locator("main")).to_contain_text("Instance type right sizing")
+        shots.take(page, "launch-template")
+
         # A narrow window: the navigation folds away behind a button that opens it.
         page.set_viewport_size({"width": 400, "height": 850})
+        page.goto(f"{ep}/console/servers?archived=1")
+        shots.take(page, "narrow-servers")
         page.goto(f"{ep}/console/servers/{sid}")
         shots.take(page, "narrow-server")
         page.get_by_role("button", name="Menu").click()
