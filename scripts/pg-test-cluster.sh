@@ -37,6 +37,11 @@ free_port() {
 
 case "$cmd" in
 start)
+    # A cluster left in DIR by an earlier run (a fixed DIR, an interrupted run) is thrown away first.
+    if [ -d "$dir/data" ]; then
+        as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+        rm -rf "$dir/data" "$dir/sock" "$dir/url"
+    fi
     mkdir -p "$dir"
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres: "$dir"
