@@ -180,6 +180,33 @@ def test_every_live_region_is_served_as_its_block(console_env: ConsoleEnv, admin
     assert admin.get("/console/servers", headers={"X-Live": "no-such-block"}).status == 400
 
 
+def test_filters_and_an_action_on_several_selected_servers(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
+    a = console_env.agent.register("multi-a")["sourceServerID"]
+    b = console_env.agent.register("multi-b")["sourceServerID"]
+    console_env.agent.report_synced(a)
+    ready = admin.get("/console/servers?lifecycle=READY_FOR_TEST").body
+    not_ready = admin.get("/console/servers?lifecycle=NOT_READY").body
+    assert "multi-a" in ready and "multi-b" not in ready
+    assert "multi-b" in not_ready and "multi-a" not in not_ready
+
+    form = [("csrf", admin.csrf()), ("action", "disconnect"), ("back", "/servers"),
+            ("sourceServerIDs", a), ("sourceServerIDs", b)]
+    asking = admin.post("/console/servers/action", form)  # without the dialog's confirmation: a page asks
+    assert asking.status == 200 and "Disconnect from service" in asking.body and a in asking.body and b in asking.body
+    done = admin.post("/console/servers/action", [*form, ("confirmed", "1")])
+    assert done.status == 303
+    page = admin.get("/console/servers?lifecycle=DISCONNECTED").body
+    assert "Disconnect from service: done for 2 servers." in page
+    assert "multi-a" in page and "multi-b" in page
+
+    archived = admin.post("/console/servers/action", [("csrf", admin.csrf()), ("action", "mark_archived"),
+                                                       ("confirmed", "1"), ("back", "/servers"), ("sourceServerIDs", a)])
+    assert archived.status == 303
+    active = admin.get("/console/servers").body
+    assert "multi-a" not in active and "multi-b" in active
+    assert "multi-a" in admin.get("/console/servers?archived=1").body
+
+
 def test_add_server_builds_the_installer_command(console_env: ConsoleEnv, admin: ConsoleClient) -> None:
     page = admin.post("/console/servers/add", {"csrf": admin.csrf(), "mode": "typed",
                                                "access_key_id": "AKIAEXAMPLEEXAMPLE", "secret_access_key": "s3cr3t"})
