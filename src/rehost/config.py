@@ -39,6 +39,8 @@ class Settings:
     job_snapshot_timeout: float = 600.0
     target: str = "qemu"
     accel: str = "auto"
+    # Requests per second per access key on the public API (bursts of twice that); 0 disables throttling.
+    api_rate_limit: float = 100.0
 
     @property
     def db_url(self) -> str:
@@ -60,6 +62,7 @@ def load_settings(
     replication_port: int | None = None,
     advertised_replication_host: str | None = None,
     accel: str | None = None,
+    api_rate_limit: float | None = None,
 ) -> Settings:
     """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
     raw_dir = data_dir or _env("DATA_DIR")
@@ -79,4 +82,5 @@ def load_settings(
         replication_port=replication_port if replication_port is not None else int(_env("REPLICATION_PORT", "1500") or 1500),
         advertised_replication_host=advertised_replication_host or _env("ADVERTISED_REPLICATION_HOST"),
         accel=accel or _env("ACCEL", "auto") or "auto",
+        api_rate_limit=api_rate_limit if api_rate_limit is not None else float(_env("API_RATE_LIMIT", "100") or 100),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
+from rehost.api.core.throttle import RateLimiter
 from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
 from rehost.db.store import Store
@@ -54,6 +55,7 @@ class ControlPlane:
         self.iam = IamDirectory(self.store, settings.data_dir, self.account.account_id)
         self.iam.ensure_admin()
         self.authorizer = Authorizer(self.iam, settings.region)
+        self.rate_limiter = RateLimiter(settings.api_rate_limit)
         self.runner = JobRunner(self.store, settings.data_dir / "work", snapshot_timeout=settings.job_snapshot_timeout)
         self.mgn = MgnService(self.store, settings, self.account, Hooks(submit_job=self.runner.submit))
         self.replication = ReplicationServerManager(
@@ -72,6 +74,7 @@ class ControlPlane:
 
     def start(self) -> None:
         """Resume interrupted jobs and start the monitor; call once every part has been attached."""
+        self.agent.fail_orphaned_snapshot_requests()
         self.runner.recover()
         self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
         self._monitor.start()

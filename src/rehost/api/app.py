@@ -44,9 +44,12 @@ def snake(name: str) -> str:
 
 
 def _json_error(service: RestJsonService | None, err: AwsError) -> Response:
-    body = service.error_body(err) if service else json.dumps({"message": err.message}).encode()
-    return Response(body, status_code=err.status, media_type="application/json",
-                    headers={"x-amzn-ErrorType": err.code, "x-amzn-RequestId": ids.new_id("req")})
+    if service is not None:
+        body, headers = service.error_parts(err)
+    else:
+        body, headers = json.dumps({"message": err.message}).encode(), {}
+    headers.update({"x-amzn-ErrorType": err.code, "x-amzn-RequestId": ids.new_id("req")})
+    return Response(body, status_code=err.status, media_type="application/json", headers=headers)
 
 
 class MgnApi:
@@ -64,6 +67,7 @@ class MgnApi:
             identity = await run_in_threadpool(
                 self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path, query_string=query,
                 headers=request.scope["headers"], body=body, service="mgn", now=ids.utcnow())
+            self.cp.rate_limiter.check(identity.access_key_id)
             match = self.model.match(request.method, raw_path)
             if match is None:
                 raise AwsError("UnknownOperationException", f"No operation matches {request.method} {raw_path}", 404)

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--advertise-replication-host", default=None,
                    help="address agents use to reach replication servers, when it differs from --host "
                         "(e.g. the guestfwd address of a VM source)")
+    p.add_argument("--api-rate-limit", type=float, default=None,
+                   help="requests per second per access key on the MGN API before ThrottlingException "
+                        "(default 100; 0 disables)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(
         data_dir=args.data_dir, host=args.host, port=args.port, region=args.region, database_url=args.database_url,
         active_source_servers=args.max_active_source_servers, replication_port=args.replication_port,
-        advertised_replication_host=args.advertise_replication_host,
+        advertised_replication_host=args.advertise_replication_host, api_rate_limit=args.api_rate_limit,
     )
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

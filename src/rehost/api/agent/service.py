@@ -339,6 +339,16 @@ class AgentService:
                 type=command_type, status="PENDING", created_at=ids.utcnow()))
         return command_id
 
+    def fail_orphaned_snapshot_requests(self) -> int:
+        """At start-up: snapshot requests still open were made by jobs a restart interrupted; nobody waits
+        for them any more, so they are failed rather than left for an agent to act on."""
+        t = schema.agent_commands
+        with self.store.transaction() as conn:
+            result = conn.execute(
+                update(t).where(and_(t.c.type.in_(["SNAPSHOT", "SYNC_SNAPSHOT"]), t.c.status.in_(["PENDING", "DELIVERED"])))
+                .values(status="FAILED", result={"status": "FAILED", "message": "the control plane restarted"}))
+            return int(result.rowcount or 0)
+
     def command_status(self, command_id: str) -> tuple[str, dict[str, Any] | None]:
         with self.store.read() as conn:
             row = conn.execute(select(schema.agent_commands.c.status, schema.agent_commands.c.result)

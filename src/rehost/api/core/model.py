@@ -114,13 +114,20 @@ class RestJsonService:
         body = serialize(shape, result)
         return status, json.dumps(body, separators=(",", ":")).encode()
 
-    def error_body(self, err: AwsError) -> bytes:
+    def error_parts(self, err: AwsError) -> tuple[bytes, dict[str, str]]:
+        """The JSON body and the extra headers of an error: members the model places in headers go there."""
         body: dict[str, Any] = {"message": err.message}
+        headers: dict[str, str] = {}
         shape = self._error_shape(err.code)
         for key, value in err.fields.items():
-            if shape is None or key in shape.members:
-                body[key] = serialize(shape.members[key], value) if shape is not None else value
-        return json.dumps(body, separators=(",", ":")).encode()
+            member = shape.members.get(key) if shape is not None else None
+            if shape is not None and member is None:
+                continue
+            if member is not None and member.serialization.get("location") == "header":
+                headers[member.serialization.get("name", key)] = str(value)
+            else:
+                body[key] = serialize(member, value) if member is not None else value
+        return json.dumps(body, separators=(",", ":")).encode(), headers
 
     def _error_shape(self, code: str) -> Shape | None:
         try:
