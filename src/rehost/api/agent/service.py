@@ -24,6 +24,7 @@ from rehost.domain.lifecycle import LifeCycleState, Trigger, transition
 from rehost.domain.replication import AGENT_REPORTABLE, INITIATION_STEPS, DataReplicationState
 from rehost.errors import InvalidInput, NotFound, QuotaExceeded
 
+
 def _metric_time(value: Any) -> datetime:
     """A metric's time: epoch seconds or an ISO-8601 string; now when absent."""
     if value is None:
