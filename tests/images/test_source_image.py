@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from rehost.conversion.blockdev import loop_device, mounted, read_partitions
 from rehost.images.builder import SITE_MARKER, cached_tree, debian_mirror
 from rehost.images.sourcevm import boot_source_vm
 
-from .fixtures import CACHE_DIR, MARKER
+from .fixtures import CACHE_DIR, MARKER, ssh
 
 
 def test_mirror_comes_from_apt_config(tmp_path: Path) -> None:
@@ -50,10 +52,20 @@ def test_image_names_its_disk_as_its_own_hardware_does(minimal_image: Path, tmp_
 @pytest.mark.root
 @pytest.mark.slow
 def test_boots_on_ide_and_e1000_and_serves_its_site(minimal_image: Path, tmp_path: Path) -> None:
-    vm = boot_source_vm(copy(minimal_image, tmp_path), tmp_path / "run")
+    # A host service the guest may reach (as the agent reaches the control plane), and one it may not.
+    allowed = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    denied = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    for srv in (allowed, denied):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    vm = boot_source_vm(copy(minimal_image, tmp_path), tmp_path / "run",
+                        host_services={8080: allowed.server_address[1]})
     try:
         body = vm.wait_http(300, expect=MARKER)
         assert SITE_MARKER in body
+        assert "hello from the host" in ssh(minimal_image, vm.ssh_port, "wget -qO- http://10.0.2.100:8080/")
+        port = denied.server_address[1]
+        out = ssh(minimal_image, vm.ssh_port, f"wget -T 5 -t 1 -qO- http://10.0.2.2:{port}/ || echo unreachable")
+        assert out.strip() == "unreachable"  # restrict=on: nothing but the forwarded services
         # The writer keeps adding content, so a later snapshot holds more than the first one.
         first = vm.wait_http(60, path="/journal.txt")
         deadline = time.monotonic() + 60
@@ -63,7 +75,21 @@ def test_boots_on_ide_and_e1000_and_serves_its_site(minimal_image: Path, tmp_pat
         assert "root=/dev/sda1" in vm.console()
     finally:
         vm.stop()
+        allowed.shutdown()
+        denied.shutdown()
     assert not vm.alive()
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 @pytest.mark.root

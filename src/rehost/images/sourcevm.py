@@ -83,20 +83,24 @@ def boot_source_vm(image: Path, run_dir: Path, *, memory_mib: int = 1024, vcpus:
     Raises `TargetError` if QEMU cannot start.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    serial = run_dir / "serial.log"
-    ports = {22: free_port(), 80: free_port()}
-    guestfwd = {f"{SERVICE_IP}:{g}": h for g, h in (host_services or {}).items()}
-    if disk_bus == "ide":
-        drive = ["-drive", f"file={image},format=raw,if=ide,cache=unsafe"]
-    else:
-        drive = ["-drive", f"file={image},format=raw,if={disk_bus},cache=unsafe"]
-    argv = [QEMU, "-name", "rehost-source", "-machine", "pc", "-accel", accel, "-cpu", "max",
-            "-smp", str(vcpus), "-m", str(memory_mib), "-nodefaults", "-display", "none", "-vga", "none",
-            *drive, "-netdev", user_netdev("net0", ports, guestfwd),
-            "-device", f"{nic},netdev=net0,mac={SOURCE_MAC}",
-            "-serial", f"file:{serial}", "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off"]
     if shutil.which(QEMU) is None:
         raise TargetError(f"{QEMU} is not installed")
-    pid = start_daemon(argv, run_dir)
-    return SourceVM(run_dir=run_dir, pid=pid, ssh_port=ports[22], http_port=ports[80], serial_log=serial,
-                    host_services=dict(host_services or {}))
+    serial = run_dir / "serial.log"
+    guestfwd = {f"{SERVICE_IP}:{g}": h for g, h in (host_services or {}).items()}
+    drive = ["-drive", f"file={image},format=raw,if={disk_bus},cache=unsafe"]
+    for attempt in range(3):
+        ports = {22: free_port(), 80: free_port()}
+        argv = [QEMU, "-name", "rehost-source", "-machine", "pc", "-accel", accel, "-cpu", "max",
+                "-smp", str(vcpus), "-m", str(memory_mib), "-nodefaults", "-display", "none", "-vga", "none",
+                *drive, "-netdev", user_netdev("net0", ports, guestfwd),
+                "-device", f"{nic},netdev=net0,mac={SOURCE_MAC}",
+                "-serial", f"file:{serial}", "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off"]
+        try:
+            pid = start_daemon(argv, run_dir)
+        except TargetError as exc:
+            if "forwarding" in str(exc) and attempt < 2:
+                continue  # a port taken between choosing and binding it
+            raise
+        return SourceVM(run_dir=run_dir, pid=pid, ssh_port=ports[22], http_port=ports[80], serial_log=serial,
+                        host_services=dict(host_services or {}))
+    raise TargetError("no free loopback ports for the source VM")
