@@ -104,23 +104,25 @@ class MgnService:
         with self.store.read() as conn:
             rows = repo.list_templates(conn, kind, ids=template_ids, after_seq=repo.decode_token(token), limit=limit + 1)
             items = [self._with_tags(conn, doc) for _, doc in rows[:limit]]
-        out: dict[str, Any] = {"items": items}
-        if len(rows) > limit:
-            out["nextToken"] = repo.encode_token(rows[limit - 1][0])
-        return out
+        return _page(items, rows, limit)
 
     def update_replication_configuration_template(self, replicationConfigurationTemplateID: str, **params: Any) -> dict[str, Any]:
-        params.pop("arn", None)
-        with self.store.transaction() as conn:
-            doc = repo.load_template(conn, "replication", replicationConfigurationTemplateID)
-            doc.update(tpl.pick(params, tpl.REPLICATION_FIELDS))
-            repo.save_template(conn, "replication", replicationConfigurationTemplateID, doc)
-            return self._with_tags(conn, doc)
+        return self._update_template("replication", replicationConfigurationTemplateID, params, tpl.REPLICATION_FIELDS)
 
     def delete_replication_configuration_template(self, replicationConfigurationTemplateID: str) -> dict[str, Any]:
+        return self._delete_template("replication", replicationConfigurationTemplateID)
+
+    def _update_template(self, kind: str, template_id: str, params: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
         with self.store.transaction() as conn:
-            doc = repo.load_template(conn, "replication", replicationConfigurationTemplateID)
-            repo.delete_template(conn, replicationConfigurationTemplateID)
+            doc = repo.load_template(conn, kind, template_id)
+            doc.update(tpl.pick(params, fields))
+            repo.save_template(conn, kind, template_id, doc)
+            return self._with_tags(conn, doc)
+
+    def _delete_template(self, kind: str, template_id: str) -> dict[str, Any]:
+        with self.store.transaction() as conn:
+            doc = repo.load_template(conn, kind, template_id)
+            repo.delete_template(conn, template_id)
             repo.remove_tags(conn, doc["arn"])
         return {}
 
@@ -135,18 +137,10 @@ class MgnService:
         return self._describe_templates("launch", launchConfigurationTemplateIDs, maxResults, nextToken)
 
     def update_launch_configuration_template(self, launchConfigurationTemplateID: str, **params: Any) -> dict[str, Any]:
-        with self.store.transaction() as conn:
-            doc = repo.load_template(conn, "launch", launchConfigurationTemplateID)
-            doc.update(tpl.pick(params, tpl.LAUNCH_TEMPLATE_FIELDS))
-            repo.save_template(conn, "launch", launchConfigurationTemplateID, doc)
-            return self._with_tags(conn, doc)
+        return self._update_template("launch", launchConfigurationTemplateID, params, tpl.LAUNCH_TEMPLATE_FIELDS)
 
     def delete_launch_configuration_template(self, launchConfigurationTemplateID: str) -> dict[str, Any]:
-        with self.store.transaction() as conn:
-            doc = repo.load_template(conn, "launch", launchConfigurationTemplateID)
-            repo.delete_template(conn, launchConfigurationTemplateID)
-            repo.remove_tags(conn, doc["arn"])
-        return {}
+        return self._delete_template("launch", launchConfigurationTemplateID)
 
     # -- source servers -------------------------------------------------------------------------------
 
@@ -168,10 +162,7 @@ class MgnService:
                 after_seq=repo.decode_token(nextToken), limit=limit + 1,
             )
             items = [self.public_server(conn, doc) for _, doc in rows[:limit]]
-        out: dict[str, Any] = {"items": items}
-        if len(rows) > limit:
-            out["nextToken"] = repo.encode_token(rows[limit - 1][0])
-        return out
+        return _page(items, rows, limit)
 
     def get_server(self, server_id: str) -> dict[str, Any]:
         with self.store.read() as conn:
@@ -496,20 +487,14 @@ class MgnService:
             rows = repo.query_jobs(conn, ids=filters.get("jobIDs"), from_date=from_date, to_date=to_date,
                                    before_seq=repo.decode_token(nextToken), limit=limit + 1)
             items = [dict(doc, tags=repo.get_tags(conn, doc["arn"])) for _, doc in rows[:limit]]
-        out: dict[str, Any] = {"items": items}
-        if len(rows) > limit:
-            out["nextToken"] = repo.encode_token(rows[limit - 1][0])
-        return out
+        return _page(items, rows, limit)
 
     def describe_job_log_items(self, jobID: str, maxResults: int | None = None, nextToken: str | None = None) -> dict[str, Any]:
         limit = maxResults or 1000
         with self.store.read() as conn:
             repo.load_job(conn, jobID)
             rows = repo.log_items(conn, jobID, after_seq=repo.decode_token(nextToken), limit=limit + 1)
-        out: dict[str, Any] = {"items": [doc for _, doc in rows[:limit]]}
-        if len(rows) > limit:
-            out["nextToken"] = repo.encode_token(rows[limit - 1][0])
-        return out
+        return _page([doc for _, doc in rows[:limit]], rows, limit)
 
     def delete_job(self, jobID: str) -> dict[str, Any]:
         with self.store.transaction() as conn:
@@ -560,6 +545,14 @@ class MgnService:
         with self.store.read() as conn:
             self._require_resource(conn, resourceArn)
             return {"tags": repo.get_tags(conn, resourceArn)}
+
+
+def _page(items: list[dict[str, Any]], rows: list[tuple[int, dict[str, Any]]], limit: int) -> dict[str, Any]:
+    """A page of a listing fetched with ``limit + 1`` rows: the extra row only says there is a next page."""
+    out: dict[str, Any] = {"items": items}
+    if len(rows) > limit:
+        out["nextToken"] = repo.encode_token(rows[limit - 1][0])
+    return out
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:
