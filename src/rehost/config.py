@@ -41,6 +41,10 @@ class Settings:
     accel: str = "auto"
     # Requests per second per access key on the public API (bursts of twice that); 0 disables throttling.
     api_rate_limit: float = 100.0
+    # How often the control plane restarts dead replication servers and looks for silent agents, and how
+    # long an agent may stay silent before its replication is STALLED (AGENT_NOT_SEEN).
+    monitor_interval: float = 5.0
+    agent_silence_seconds: float = 60.0
 
     @property
     def db_url(self) -> str:
@@ -63,6 +67,9 @@ def load_settings(
     advertised_replication_host: str | None = None,
     accel: str | None = None,
     api_rate_limit: float | None = None,
+    monitor_interval: float | None = None,
+    agent_silence_seconds: float | None = None,
+    job_snapshot_timeout: float | None = None,
 ) -> Settings:
     """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
     raw_dir = data_dir or _env("DATA_DIR")
@@ -83,4 +90,9 @@ def load_settings(
         advertised_replication_host=advertised_replication_host or _env("ADVERTISED_REPLICATION_HOST"),
         accel=accel or _env("ACCEL", "auto") or "auto",
         api_rate_limit=api_rate_limit if api_rate_limit is not None else float(_env("API_RATE_LIMIT", "100") or 100),
+        monitor_interval=monitor_interval if monitor_interval is not None else float(_env("MONITOR_INTERVAL", "5") or 5),
+        agent_silence_seconds=agent_silence_seconds if agent_silence_seconds is not None
+        else float(_env("AGENT_SILENCE_SECONDS", "60") or 60),
+        job_snapshot_timeout=job_snapshot_timeout if job_snapshot_timeout is not None
+        else float(_env("JOB_SNAPSHOT_TIMEOUT", "600") or 600),
     )

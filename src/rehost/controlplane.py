@@ -23,9 +23,7 @@ from rehost.replication.control import AgentSnapshotProvider, ReplicationServerM
 
 log = logging.getLogger("rehost")
 
-MONITOR_INTERVAL = 5.0
 GC_INTERVAL = 3600.0
-AGENT_SILENCE_SECONDS = 60.0
 
 
 def account_id_for(data_dir: Path) -> str:
@@ -81,10 +79,10 @@ class ControlPlane:
 
     def _watch(self) -> None:
         """Every few seconds: restart dead replication servers, flag agents that went silent."""
-        while not self._stop.wait(MONITOR_INTERVAL):
+        while not self._stop.wait(self.settings.monitor_interval):
             try:
                 self.replication.supervise()
-                self.agent.flag_silent_agents(AGENT_SILENCE_SECONDS)
+                self.agent.flag_silent_agents(self.settings.agent_silence_seconds)
                 if time.monotonic() - self._last_gc > GC_INTERVAL:
                     self._last_gc = time.monotonic()
                     self._collect_garbage()

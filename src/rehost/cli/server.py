@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--api-rate-limit", type=float, default=None,
                    help="requests per second per access key on the MGN API before ThrottlingException "
                         "(default 100; 0 disables)")
+    p.add_argument("--monitor-interval", type=float, default=None,
+                   help="seconds between checks for dead replication servers and silent agents (default 5)")
+    p.add_argument("--agent-silence-seconds", type=float, default=None,
+                   help="seconds without a call from an agent before its replication is STALLED (default 60)")
+    p.add_argument("--job-snapshot-timeout", type=float, default=None,
+                   help="seconds a launch job waits for the agent's snapshot before using the previous one "
+                        "(default 600)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -37,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, host=args.host, port=args.port, region=args.region, database_url=args.database_url,
         active_source_servers=args.max_active_source_servers, replication_port=args.replication_port,
         advertised_replication_host=args.advertise_replication_host, api_rate_limit=args.api_rate_limit,
+        monitor_interval=args.monitor_interval, agent_silence_seconds=args.agent_silence_seconds,
+        job_snapshot_timeout=args.job_snapshot_timeout,
     )
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,78 @@
+"""Replication servers as the replication configuration asks: source servers with identical settings share
+one `rehost replication-server` process, `useDedicatedReplicationServer` gives a server its own; every
+initiation step has SUCCEEDED once the agent replicates; DisconnectFromService stops a replication server
+no source server uses any more and deletes the staging volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import Agent, ControlPlane, MiB, make_image, staging_matches, wait_for
+
+STEPS = ("LAUNCH_REPLICATION_SERVER", "BOOT_REPLICATION_SERVER", "AUTHENTICATE_WITH_SERVICE", "CREATE_STAGING_DISKS",
+         "PAIR_REPLICATION_SERVER_WITH_AGENT", "CONNECT_AGENT_TO_REPLICATION_SERVER", "START_DATA_TRANSFER")
+
+
+def _replicating(cp: ControlPlane, agent: Agent, image: Path) -> dict:
+    wait_for(lambda: staging_matches(cp, agent.sid, image), what=f"{agent.sid}'s staging volume")
+    return cp.wait_state(agent.sid, "CONTINUOUS")
+
+
+def test_shared_and_dedicated_replication_servers(installer: Path, control_plane: ControlPlane, agents: list[Agent],
+                                                  tmp_path: Path) -> None:
+    cp = control_plane
+    images = [make_image(tmp_path / f"disk{i}.img", 8 * MiB, [(i * MiB, 2 * MiB)], seed=i) for i in range(3)]
+    a = Agent(installer, cp, str(images[0]), tmp_path / "a")
+    agents.append(a)
+    b = Agent(installer, cp, str(images[1]), tmp_path / "b")
+    agents.append(b)
+    assert a.sid != b.sid
+    info_a, info_b = _replicating(cp, a, images[0]), _replicating(cp, b, images[1])
+    # Identical settings: one replication server for both.
+    assert info_a["replicatorId"] == info_b["replicatorId"]
+    shared = info_a["replicatorId"]
+    assert list(cp.replication_servers()) == [shared]
+    for info in (info_a, info_b):
+        steps = {s["name"]: s["status"] for s in info["dataReplicationInitiation"]["steps"]}
+        assert all(steps[name] == "SUCCEEDED" for name in STEPS), steps
+        assert "dataReplicationError" not in info
+
+    # A server added with the dedicated flag gets a replication server of its own.
+    template = cp.mgn.describe_replication_configuration_templates()["items"][0]
+    cp.mgn.update_replication_configuration_template(
+        replicationConfigurationTemplateID=template["replicationConfigurationTemplateID"],
+        useDedicatedReplicationServer=True)
+    c = Agent(installer, cp, str(images[2]), tmp_path / "c")
+    agents.append(c)
+    assert c.sid not in (a.sid, b.sid)
+    assert cp.mgn.get_replication_configuration(sourceServerID=c.sid)["useDedicatedReplicationServer"] is True
+    info_c = _replicating(cp, c, images[2])
+    dedicated = info_c["replicatorId"]
+    assert dedicated != shared
+    assert sorted(cp.replication_servers()) == sorted([shared, dedicated])
+    assert f"{c.sid} connected" in cp.rs_log(dedicated) and f"{c.sid} connected" not in cp.rs_log(shared)
+    assert f"{a.sid} connected" in cp.rs_log(shared) and f"{b.sid} connected" in cp.rs_log(shared)
+
+    # Disconnecting the dedicated server's only user stops it and deletes that server's staging.
+    disconnected = cp.mgn.disconnect_from_service(sourceServerID=c.sid)
+    assert disconnected["dataReplicationInfo"]["dataReplicationState"] == "DISCONNECTED"
+    assert disconnected["lifeCycle"]["state"] == "DISCONNECTED"
+    wait_for(lambda: dedicated not in cp.replication_servers(), what="the dedicated replication server to stop")
+    assert c.proc.wait(timeout=30) == 0  # the agent was told to disconnect and shut down cleanly
+    assert not (cp.data_dir / "staging" / c.sid).exists()
+    assert cp.state(c.sid) == "DISCONNECTED"
+
+    # The shared one keeps running while one of its servers still replicates, and its data still flows.
+    cp.mgn.disconnect_from_service(sourceServerID=a.sid)
+    assert a.proc.wait(timeout=30) == 0
+    assert not (cp.data_dir / "staging" / a.sid).exists()
+    assert list(cp.replication_servers()) == [shared]
+    with open(images[1], "r+b") as f:
+        f.seek(6 * MiB)
+        f.write(b"\x5a" * 100_000)
+    wait_for(lambda: staging_matches(cp, b.sid, images[1]), what="a write after the other server left")
+    cp.mgn.disconnect_from_service(sourceServerID=b.sid)
+    wait_for(lambda: not cp.replication_servers(), what="the shared replication server to stop")
+    assert b.proc.wait(timeout=30) == 0
+    assert not (cp.data_dir / "staging" / b.sid).exists()
+    assert cp.state(a.sid) == cp.state(b.sid) == "DISCONNECTED"
