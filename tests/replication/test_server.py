@@ -202,10 +202,11 @@ def test_new_session_supersedes_old(env: Env, server: ReplicationServer) -> None
     new.hello(SID, env.token(SID), disks)
     new.write(0, 0, b"N" * 4096)
     new.flush(5)
-    with pytest.raises(ReplicationError):
+    with pytest.raises(p.ServerError) as err:
         for _ in range(50):  # the old session is told to go away at its next frame or poll
             old.write(0, 0, b"O" * 4096)
             old.flush(6)
+    assert err.value.code == p.ErrorCode.SUPERSEDED
     new.close()
     assert file_sha(env.staging(SID)) == sha(b"N" * 4096 + bytes(MiB - 4096))
 

@@ -79,6 +79,7 @@ class Session:
         self.source: SourceState | None = None
         self.volumes: list[StagingVolume] = []
         self.superseded = False
+        self._refused = False
 
     # -- framing -----------------------------------------------------------------------------------------
 
@@ -88,11 +89,33 @@ class Session:
     def _refuse(self, code: p.ErrorCode, message: str) -> None:
         """Best effort ERROR, then the caller closes."""
         log.warning("%s: %s: %s", self.peer, code.name, message)
+        self._refused = True
         try:
             self.conn.settimeout(5.0)
             self._send(p.Error(code, message))
         except (OSError, ssl.SSLError):
             pass
+
+    def _linger(self, seconds: float = 2.0, limit: int = 64 * 1024 * 1024) -> None:
+        """After an ERROR: stop sending and discard what the peer still sends for a moment, so closing does
+        not answer its in-flight data with a TCP reset that would destroy the ERROR before it is read."""
+        try:
+            socket.socket.shutdown(
+                self.conn, socket.SHUT_WR
+            )  # the plain socket's: SSLSocket's drops TLS state
+            self.conn.settimeout(0.2)
+            scratch = bytearray(65536)
+            deadline = time.monotonic() + seconds
+            while limit > 0 and time.monotonic() < deadline:
+                try:
+                    n = self.conn.recv_into(scratch)
+                except TimeoutError:
+                    continue
+                if n == 0:
+                    return
+                limit -= n
+        except (OSError, ssl.SSLError, ValueError):
+            return
 
     def _read(self, reader: p.FrameReader) -> p.Message | None:
         """The next frame, polling so ``stop()`` and the idle timeout are noticed between frames."""
@@ -106,7 +129,7 @@ class Session:
                     self._refuse(p.ErrorCode.SHUTDOWN, "replication server is stopping")
                     raise _Stop() from None
                 if self.superseded:
-                    raise _Stop() from None
+                    self._end_superseded()
                 if time.monotonic() - idle_since > self.server.config.idle_timeout:
                     self._refuse(p.ErrorCode.PROTOCOL, "idle timeout")
                     raise _Stop() from None
@@ -145,6 +168,8 @@ class Session:
             self._refuse(p.ErrorCode.INTERNAL, "internal error")
         finally:
             self._detach()
+            if self._refused:
+                self._linger()
             try:
                 self.conn.close()
             except OSError:
@@ -177,7 +202,7 @@ class Session:
             self._fail(p.ErrorCode.IO, f"cannot open the staging area: {exc}")
         with source.lock:
             if self.superseded:
-                raise _Stop()
+                self._end_superseded()
             try:
                 resume = source.staging.attach(hello.disks)
             except (OSError, RehostError) as exc:
@@ -197,7 +222,7 @@ class Session:
         assert source is not None
         with source.lock:
             if self.superseded:
-                raise _Stop()
+                self._end_superseded()
             if isinstance(msg, p.Write):
                 self._write(source, msg)
             elif isinstance(msg, p.Have):
@@ -284,6 +309,10 @@ class Session:
     def _detach(self) -> None:
         if self.source is not None:
             self.server.detach(self.source, self)
+
+    def _end_superseded(self) -> NoReturn:
+        self._refuse(p.ErrorCode.SUPERSEDED, "a newer session of this source server took over")
+        raise _Stop()
 
     def supersede(self) -> None:
         """Called by a newer session of the same source server (from its thread)."""
