@@ -1,15 +1,21 @@
-"""Hash-compare rescan: which 64 KiB chunks of a disk differ from what the replication server holds.
+"""Hash-compare rescan: which 64 KiB chunks of a disk, and which 4 KiB blocks of them, differ from what the
+replication server holds.
 
-Each disk has a `DigestStore` on the source: one 16-byte digest per chunk of what the replication server
-has made durable (set only after its FLUSH_ACK, by the sender). A rescan reads the disk once and yields the
-chunks whose current digest differs; it is the initial sync (a fresh store knows nothing), the fallback
-for image files and lost trace events, and the check after any restart. Because a digest is persisted
-only after the server acknowledged the data, a crash at any point can only make the agent send a chunk
-again, never skip one.
+Each disk has a `DigestStore` on the source: per 64 KiB chunk a 16-byte digest and per 4 KiB block an 8-byte
+digest of what the replication server has made durable (set only after its FLUSH_ACK, by the sender). A
+rescan reads the disk once and yields the chunks whose current digest differs, each with the mask of its
+4 KiB blocks whose digest differs too, so scattered small writes cost their size, not 16x it. It is the
+initial sync (a fresh store knows nothing), the fallback for image files and lost trace events, and the
+check after any restart. Because a digest is persisted only after the server acknowledged the data, and
+an entry is invalidated (durably) before the server may receive new bytes for it, a crash at any point can
+only make the agent send a block again, never skip one.
 
-Digest entries: 16 zero bytes = an all-zero chunk, 16 0xff bytes = unknown (never sent), 16 0xfe bytes =
-partly sent (only some 4 KiB blocks, from tracked writes: the next scan sends it whole), anything else =
-the chunk's fast digest (xxh3-128 when ``xxhash`` is importable, else the first 16 bytes of sha256).
+Chunk entries: 16 zero bytes = an all-zero chunk, 16 0xff bytes = unknown (never sent), 16 0xfe bytes =
+partly known (the server's chunk is known only through its block entries), anything else = the chunk's
+fast digest (xxh3-128 when ``xxhash`` is importable, else the first 16 bytes of sha256). Block entries:
+8 0xff bytes = unknown, else the block's digest (xxh3-64, else the first 8 bytes of sha256: with SHA-NI
+it measured 123 us per 64 KiB against 156 us for blake2b(digest_size=8) on the reference machine). A
+64-bit block digest is a guess of one in 2^64 per changed block, which is the price of the 16x saving.
 """
 
 from __future__ import annotations
@@ -22,27 +28,46 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 
 CHUNK_SIZE = 65536  # == rehost.chunkstore.CHUNK_SIZE (the contract's dedup granularity)
+BLOCK_SIZE = 4096  # rescan granularity inside a changed chunk: what file systems write at least
+BLOCKS = CHUNK_SIZE // BLOCK_SIZE  # 16
+FULL_MASK = (1 << BLOCKS) - 1  # every 4 KiB block of a chunk
+BLOCK_DIGEST_SIZE = 8
 READ_SIZE = 64 * CHUNK_SIZE  # 4 MiB reads: large enough to stream, small enough to stay in cache
 ZERO_CHUNK = bytes(CHUNK_SIZE)
 ZERO_READ = bytes(READ_SIZE)
 ZERO_DIGEST = bytes(16)
 UNKNOWN_DIGEST = b"\xff" * 16
-PARTIAL_DIGEST = b"\xfe" * 16  # some blocks sent since the last whole send: the server's bytes are unknown
+PARTIAL_DIGEST = b"\xfe" * 16  # the server's chunk is known only block by block (see the block entries)
+UNKNOWN_BLOCK = b"\xff" * BLOCK_DIGEST_SIZE
+UNKNOWN_BLOCKS = UNKNOWN_BLOCK * BLOCKS
 
-_MAGIC = b"RHDG1\0\0\0"
-_HEADER = struct.Struct("<8s16sIQ")  # magic, algorithm, chunk size, disk size
+_MAGIC_V1 = b"RHDG1\0\0\0"
+_HEADER_V1 = struct.Struct("<8s16sIQ")  # magic, algorithm, chunk size, disk size
+_MAGIC = b"RHDG2\0\0\0"
+_HEADER = struct.Struct("<8s16sIQI")  # magic, algorithms, chunk size, disk size, block size
 
 
-def _fast_hasher() -> tuple[str, Callable[[bytes], bytes]]:
+def _fast_hashers() -> tuple[str, str, Callable[[bytes], bytes], Callable[[bytes | memoryview], bytes]]:
     try:
         import xxhash  # optional: 27 GiB/s vs 1.7 GiB/s for sha256 on the reference machine
 
-        return "xxh3_128", lambda data: xxhash.xxh3_128_digest(data)
+        return (
+            "xxh3_128",
+            "xxh3_128+64",
+            lambda data: xxhash.xxh3_128_digest(data),
+            lambda data: xxhash.xxh3_64_digest(data),
+        )
     except ImportError:
-        return "sha256_128", lambda data: hashlib.sha256(data).digest()[:16]
+        return (
+            "sha256_128",
+            "sha256_128+64",
+            lambda data: hashlib.sha256(data).digest()[:16],
+            lambda data: hashlib.sha256(data).digest()[:8],
+        )
 
 
-FAST_ALGORITHM, fast_digest = _fast_hasher()
+_V1_ALGORITHM, FAST_ALGORITHM, fast_digest, block_digest = _fast_hashers()
+ZERO_BLOCKS = block_digest(bytes(BLOCK_SIZE)) * BLOCKS
 
 
 def chunk_digest(data: bytes) -> bytes:
@@ -52,12 +77,39 @@ def chunk_digest(data: bytes) -> bytes:
     return fast_digest(data)
 
 
-class DigestStore:
-    """Per-chunk digests of one disk, persisted in a file; in memory a bytearray of 16 bytes per chunk.
+def block_digests(data: bytes) -> bytes:
+    """The block entries of one chunk's bytes: 8 bytes per 4 KiB block (a short last block is hashed as
+    it is; blocks past the end of the disk are UNKNOWN_BLOCK, never compared with anything real)."""
+    if data == ZERO_CHUNK[: len(data)] and len(data) == CHUNK_SIZE:
+        return ZERO_BLOCKS
+    view = memoryview(data)
+    out = b"".join([block_digest(view[o : o + BLOCK_SIZE]) for o in range(0, len(data), BLOCK_SIZE)])
+    view.release()
+    return out + UNKNOWN_BLOCK * (BLOCKS - len(out) // BLOCK_DIGEST_SIZE)
 
-    `get`/`set` touch memory only; `commit()` writes the entries set since the last commit in place and
-    fsyncs. Opening a file written for another disk size or digest algorithm starts over (all unknown),
-    which makes the next scan a full resync, as MGN does when a disk changes size.
+
+def changed_blocks(new: bytes, old: bytes) -> int:
+    """The mask of blocks whose entries differ (bit b = block b); unknown old entries always differ."""
+    if old == UNKNOWN_BLOCKS:
+        return FULL_MASK
+    mask = 0
+    for b in range(BLOCKS):
+        o = b * BLOCK_DIGEST_SIZE
+        entry = old[o : o + BLOCK_DIGEST_SIZE]
+        if entry == UNKNOWN_BLOCK or entry != new[o : o + BLOCK_DIGEST_SIZE]:
+            mask |= 1 << b
+    return mask
+
+
+class DigestStore:
+    """Per-chunk and per-block digests of one disk, persisted in a versioned file; in memory two bytearrays
+    (16 bytes per chunk, 8 per 4 KiB block: 144 bytes per 64 KiB, 9 MiB for a 4 GiB disk).
+
+    `get`/`set`/`blocks`/`set_entry` touch memory only; `commit()` writes the entries changed since the last
+    commit in place and fsyncs. A file of the previous format (v1, chunk digests only) with the same
+    algorithm and disk size keeps its chunk digests and gets unknown block entries (a changed chunk is then
+    sent whole once); a file written for another disk size or algorithm, or unreadable, starts over (all
+    unknown), which makes the next scan a full resync, as MGN does when a disk changes size.
     """
 
     def __init__(self, path: str, disk_size: int) -> None:
@@ -65,48 +117,109 @@ class DigestStore:
         self.disk_size = disk_size
         self.chunks = (disk_size + CHUNK_SIZE - 1) // CHUNK_SIZE
         self._dirty: set = set()
-        header = _HEADER.pack(_MAGIC, FAST_ALGORITHM.encode(), CHUNK_SIZE, disk_size)
+        header = _HEADER.pack(_MAGIC, FAST_ALGORITHM.encode(), CHUNK_SIZE, disk_size, BLOCK_SIZE)
         self._offset = _HEADER.size
+        self._block_offset = _HEADER.size + 16 * self.chunks
         data = b""
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             pass
-        if data[: _HEADER.size] == header and len(data) == _HEADER.size + 16 * self.chunks:
-            self.digests = bytearray(data[_HEADER.size :])
-            self.fresh = False
+        expected = _HEADER.size + (16 + BLOCK_DIGEST_SIZE * BLOCKS) * self.chunks
+        self.fresh = False
+        if data[: _HEADER.size] == header and len(data) == expected:
+            self.digests = bytearray(data[_HEADER.size : self._block_offset])
+            self.block_digests = bytearray(data[self._block_offset :])
         else:
-            self.digests = bytearray(UNKNOWN_DIGEST * self.chunks)
-            self.fresh = True
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(header)
-                f.write(self.digests)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            v1 = _HEADER_V1.pack(_MAGIC_V1, _V1_ALGORITHM.encode(), CHUNK_SIZE, disk_size)
+            if data[: _HEADER_V1.size] == v1 and len(data) == _HEADER_V1.size + 16 * self.chunks:
+                self.digests = bytearray(data[_HEADER_V1.size :])  # migrate: chunk digests stay valid
+            else:
+                self.digests = bytearray(UNKNOWN_DIGEST * self.chunks)
+                self.fresh = True
+            self.block_digests = bytearray(UNKNOWN_BLOCKS * self.chunks)
+            self._rewrite(header)
         self._fd = os.open(path, os.O_RDWR)
+
+    def _rewrite(self, header: bytes) -> None:
+        """Replace the file atomically (temp file, fsync, rename, directory fsync)."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(self.digests)
+            f.write(self.block_digests)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def get(self, index: int) -> bytes:
         return bytes(self.digests[16 * index : 16 * index + 16])
 
+    def blocks(self, index: int) -> bytes:
+        """The chunk's 16 block entries (128 bytes)."""
+        o = BLOCK_DIGEST_SIZE * BLOCKS * index
+        return bytes(self.block_digests[o : o + BLOCK_DIGEST_SIZE * BLOCKS])
+
     def set(self, index: int, digest: bytes) -> None:
+        """Set the chunk entry; the block entries follow it: those of ZERO_DIGEST, UNKNOWN_DIGEST and
+        PARTIAL_DIGEST are implied, another digest leaves them unknown (use `set_entry` to give them)."""
+        blocks = ZERO_BLOCKS if digest == ZERO_DIGEST else UNKNOWN_BLOCKS
+        if digest == PARTIAL_DIGEST:
+            blocks = self.blocks(index)
+        self.set_entry(index, digest, blocks)
+
+    def set_entry(self, index: int, digest: bytes, blocks: bytes) -> None:
         self.digests[16 * index : 16 * index + 16] = digest
+        o = BLOCK_DIGEST_SIZE * BLOCKS * index
+        self.block_digests[o : o + BLOCK_DIGEST_SIZE * BLOCKS] = blocks
         self._dirty.add(index)
+
+    def invalidate(self, index: int, mask: int) -> bool:
+        """Forget what the server holds in the blocks of `mask` (before new bytes may reach them): the chunk
+        becomes PARTIAL. Returns whether anything changed (nothing does for a chunk never sent)."""
+        old = self.blocks(index)
+        if mask == FULL_MASK:
+            blocks = UNKNOWN_BLOCKS
+        else:
+            parts = [old[b * BLOCK_DIGEST_SIZE : (b + 1) * BLOCK_DIGEST_SIZE] for b in range(BLOCKS)]
+            for b in range(BLOCKS):
+                if mask & (1 << b):
+                    parts[b] = UNKNOWN_BLOCK
+            blocks = b"".join(parts)
+        if blocks == old and self.get(index) in (UNKNOWN_DIGEST, PARTIAL_DIGEST):
+            return False
+        self.set_entry(index, PARTIAL_DIGEST, blocks)
+        return True
 
     def known_count(self) -> int:
         """How many chunks have a digest the server acknowledged."""
         d = self.digests
         return sum(1 for i in range(0, len(d), 16) if d[i : i + 16] != UNKNOWN_DIGEST)
 
+    def forget_all(self) -> None:
+        """Every entry unknown (the server's volume is new or lost what it acknowledged); durable on return."""
+        self.digests[:] = UNKNOWN_DIGEST * self.chunks
+        self.block_digests[:] = UNKNOWN_BLOCKS * self.chunks
+        self._dirty.update(range(self.chunks))
+        self.commit()
+
     def commit(self) -> None:
-        """Make every `set` since the last commit durable on the source's disk."""
+        """Make every change since the last commit durable on the source's disk."""
         if not self._dirty:
             return
-        # Write runs of adjacent entries with one pwrite each.
+        # Write runs of adjacent entries with one pwrite per region each.
+        per = BLOCK_DIGEST_SIZE * BLOCKS
         for start, end in runs(sorted(self._dirty)):
             os.pwrite(self._fd, bytes(self.digests[16 * start : 16 * end]), self._offset + 16 * start)
+            os.pwrite(
+                self._fd, bytes(self.block_digests[per * start : per * end]), self._block_offset + per * start
+            )
         os.fsync(self._fd)
         self._dirty.clear()
 
@@ -182,19 +295,36 @@ class DiskReader:
 
 
 class ChangedChunk:
-    """A chunk whose bytes differ from the store: index, offset, the bytes read, and their digest."""
+    """A chunk whose bytes differ from the store: index, offset, the bytes read, their digest, their block
+    entries, and the mask of the blocks that differ (FULL_MASK: send it whole)."""
 
-    __slots__ = ("index", "offset", "data", "digest")
+    __slots__ = ("index", "offset", "data", "digest", "blocks", "mask")
 
-    def __init__(self, index: int, offset: int, data: bytes, digest: bytes) -> None:
+    def __init__(
+        self, index: int, offset: int, data: bytes, digest: bytes, blocks: bytes = b"", mask: int = FULL_MASK
+    ) -> None:
         self.index = index
         self.offset = offset
         self.data = data
         self.digest = digest
+        self.blocks = blocks or (ZERO_BLOCKS if digest == ZERO_DIGEST else block_digests(data))
+        self.mask = mask
 
     @property
     def is_zero(self) -> bool:
         return self.digest == ZERO_DIGEST
+
+
+def changed_chunk(index: int, data: bytes, store: DigestStore, digest: bytes = b"") -> ChangedChunk:
+    """`data` (chunk `index`, non-zero, digest known to differ) with the mask of its blocks that differ from
+    the store's entries; a mask covering every block of the chunk is FULL_MASK."""
+    digest = digest or fast_digest(data)
+    blocks = block_digests(data)
+    present = (1 << ((len(data) + BLOCK_SIZE - 1) // BLOCK_SIZE)) - 1
+    mask = changed_blocks(blocks, store.blocks(index)) & present
+    if mask == present:
+        mask = FULL_MASK
+    return ChangedChunk(index, index * CHUNK_SIZE, data, digest, blocks, mask)
 
 
 def scan(
@@ -204,8 +334,9 @@ def scan(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[ChangedChunk]:
     """Read chunks ``[first, last)`` (default: the whole disk) once and yield those whose digest differs
-    from the store's. `progress(bytes_read)` is called after every read. The store is not changed: the
-    caller sets digests once the server has made the data durable."""
+    from the store's, each with the mask of its differing 4 KiB blocks (0 when only the chunk entry is out
+    of date). `progress(bytes_read)` is called after every read. The store is not changed: the caller sets
+    entries once the server has made the data durable."""
     first, last = chunk_range or (0, store.chunks)
     index = first
     while index < last:
@@ -218,16 +349,21 @@ def scan(
             # The common case on a sparse disk: one comparison covers 64 chunks.
             for i in range(index, index + n):
                 if store.digests[16 * i : 16 * i + 16] != ZERO_DIGEST:
-                    yield ChangedChunk(i, i * CHUNK_SIZE, b"", ZERO_DIGEST)
+                    yield ChangedChunk(i, i * CHUNK_SIZE, b"", ZERO_DIGEST, ZERO_BLOCKS)
         else:
             for k in range(n):
                 piece = data[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE]
                 if not piece:
                     break
-                digest = chunk_digest(piece)
                 i = index + k
-                if store.digests[16 * i : 16 * i + 16] != digest:
-                    yield ChangedChunk(i, i * CHUNK_SIZE, b"" if digest == ZERO_DIGEST else piece, digest)
+                stored = store.digests[16 * i : 16 * i + 16]
+                if piece == ZERO_CHUNK[: len(piece)]:
+                    if stored != ZERO_DIGEST:
+                        yield ChangedChunk(i, i * CHUNK_SIZE, b"", ZERO_DIGEST, ZERO_BLOCKS)
+                else:
+                    digest = fast_digest(piece)
+                    if stored != digest:
+                        yield changed_chunk(i, piece, store, digest)
         index += n
 
 

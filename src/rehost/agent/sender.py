@@ -5,11 +5,17 @@ A `Session` owns a connected `ReplicationClient` and the disks' `DigestStore`s. 
 
 1. read once, in 4 MiB windows; all-zero chunks carry no payload (ZERO writes, or nothing at all when the
    server's staging volume is new and the chunk was never sent);
-2. for the non-zero chunks, ask the server with HAVE (sha256 per 64 KiB chunk) which its chunk store already
-   holds: those it fills in itself;
-3. WRITE the rest, adjacent chunks coalesced up to 4 MiB, compressed only when the link is slower than the
-   compressor (`throttle.CodecChooser`), throttled to ``bandwidthThrottling``;
-4. FLUSH; only after FLUSH_ACK are the chunks' digests persisted on the source and their bytes counted as
+2. before the server may receive new bytes for a chunk it already holds, the chunk's entries for the
+   blocks about to change are invalidated in the `DigestStore` and made durable (one fsync per group of
+   up to 32 windows): otherwise a crash after the server applied the bytes, before FLUSH_ACK, would leave
+   the old entries, and a block later rewritten to its old content would be skipped;
+3. for the chunks sent whole, ask the server with HAVE (sha256 per 64 KiB chunk) which its chunk store
+   already holds: those it fills in itself;
+4. WRITE the rest, adjacent chunks coalesced up to 4 MiB, compressed only when the link is slower than the
+   compressor (`throttle.CodecChooser`), throttled to ``bandwidthThrottling``; of a chunk a rescan found
+   only partly changed (by its 4 KiB block digests), or a tracked chunk only partly written, just those
+   blocks;
+5. FLUSH; only after FLUSH_ACK are the chunks' digests persisted on the source and their bytes counted as
    replicated. A crash anywhere before that only makes the agent send them again.
 
 Reading and hashing of the next window run in a helper thread while the main thread talks to the server.
@@ -26,10 +32,15 @@ from typing import Any
 
 from rehost.agent.discovery import Disk
 from rehost.agent.rescan import (
+    BLOCK_DIGEST_SIZE,
+    BLOCK_SIZE,
+    BLOCKS,
     CHUNK_SIZE,
+    FULL_MASK,
     PARTIAL_DIGEST,
     READ_SIZE,
     UNKNOWN_DIGEST,
+    ZERO_BLOCKS,
     ZERO_DIGEST,
     ChangedChunk,
     DigestStore,
@@ -57,7 +68,7 @@ from rehost.replication.protocol import (
 WINDOW = READ_SIZE // CHUNK_SIZE  # chunks per read window (64)
 FLUSH_BYTES = 64 * 1024 * 1024  # flush at least this often during a long scan, so progress is durable
 FLUSH_SECONDS = 2.0
-FULL_MASK = (1 << (CHUNK_SIZE // 4096)) - 1  # every 4 KiB block of a chunk written
+GROUP_WINDOWS = 32  # windows whose invalidations share one fsync of the digest file
 
 
 class DiskRun:
@@ -73,7 +84,7 @@ class DiskRun:
         if self.store.fresh:
             progress["initialSyncComplete"] = False
         self.server_new = False  # the staging volume is known to be all zeros where we never wrote
-        self.pending: dict[int, bytes] = {}
+        self.pending: dict[int, tuple[bytes, bytes]] = {}  # chunk -> (digest, block entries) once acked
         self.scan_pos = 0  # chunks below it were sent (or found unchanged) by the current full scan
         self.acked_pos = 0
         self.scanning = ""  # "" | "INITIAL_SYNC" | "RESCAN"
@@ -97,7 +108,8 @@ class Batch:
     """Changed chunks of one window of one disk, with the sha256 of each chunk that is sent whole.
 
     `masks` (tracked writes only) maps a chunk index to the bit mask of its written 4 KiB blocks: a chunk
-    with some but not all bits set is sent as just those blocks (a partial chunk)."""
+    with some but not all bits set is sent as just those blocks (a partial chunk). Without `masks` (a scan)
+    each chunk's own mask of blocks whose digests changed decides the same way."""
 
     __slots__ = ("disk", "chunks", "shas", "end", "masks")
 
@@ -110,11 +122,33 @@ class Batch:
         self.masks = masks
         self.shas = [chunk_digest(c.data) if self.whole(c) else b"" for c in chunks]
 
+    @property
+    def tracked(self) -> bool:
+        return self.masks is not None
+
+    def mask(self, chunk: ChangedChunk) -> int:
+        """The chunk's blocks to send (FULL_MASK: the whole chunk)."""
+        if self.masks is not None:
+            return self.masks.get(chunk.index, FULL_MASK)
+        return chunk.mask
+
     def whole(self, chunk: ChangedChunk) -> bool:
-        """Whether `chunk` is sent whole (HAVE, then WRITE): non-zero and not a partial tracked chunk."""
-        if chunk.is_zero:
-            return False
-        return self.masks is None or self.masks.get(chunk.index, FULL_MASK) == FULL_MASK
+        """Whether `chunk` is sent whole (HAVE, then WRITE): non-zero and not a partial chunk."""
+        return not chunk.is_zero and self.mask(chunk) == FULL_MASK
+
+    def data_bytes(self) -> int:
+        return sum(len(c.data) for c in self.chunks)
+
+    def invalidate(self) -> bool:
+        """Forget, in memory, what the store says the server holds where this batch will write; returns
+        whether any entry changed (then the store must be committed before the batch is sent)."""
+        store = self.disk.store
+        changed = False
+        for c in self.chunks:
+            mask = FULL_MASK if c.is_zero else self.mask(c)
+            if mask and store.invalidate(c.index, mask):
+                changed = True
+        return changed
 
 
 def prefetch(items: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
@@ -173,6 +207,7 @@ def dirty_batches(disk: DiskRun, dirty: Mapping[int, int]) -> Iterator[Batch]:
             for i in range(s, e):
                 piece = data[(i - s) * CHUNK_SIZE : (i - s + 1) * CHUNK_SIZE]
                 digest = chunk_digest_fast(piece)
+                # The block entries are computed here, in the reading thread.
                 chunks.append(
                     ChangedChunk(i, i * CHUNK_SIZE, b"" if digest == ZERO_DIGEST else piece, digest)
                 )
@@ -219,9 +254,7 @@ class Session:
         for run, resume in zip(self.disks, ok.disks):  # noqa: B905 - Python 3.8 has no strict=
             acked = int(run.progress.get("ackedSeq", 0))
             if resume.is_new or resume.durable_seq < acked:
-                run.store.digests[:] = UNKNOWN_DIGEST * run.store.chunks
-                run.store._dirty.update(range(run.store.chunks))
-                run.store.commit()
+                run.store.forget_all()
                 run.progress["initialSyncComplete"] = False
                 run.progress["ackedSeq"] = 0
             run.server_new = bool(resume.is_new)
@@ -235,13 +268,14 @@ class Session:
         disk.scanning = "RESCAN" if disk.initial_sync_complete else "INITIAL_SYNC"
         disk.scan_pos = disk.acked_pos = 0
         try:
-            for batch in prefetch(window_batches(disk)):
-                self.send_batch(batch)
-                disk.scan_pos = batch.end
+            for group in self._groups(prefetch(window_batches(disk))):
+                for batch in group:
+                    self.send_batch(batch)
+                    disk.scan_pos = batch.end
+                    self.maybe_flush()
                 if stop is not None and stop.is_set():
                     self.drain()
                     return False
-                self.maybe_flush()
             self.flush()
             disk.needs_scan = False
             if not disk.initial_sync_complete:
@@ -255,9 +289,31 @@ class Session:
     def send_dirty(self, disk: DiskRun, dirty: Mapping[int, int]) -> None:
         """Send the tracker's dirty chunks ({chunk: 4 KiB block mask}): whole chunks as a scan would,
         partly written ones as just their written blocks."""
-        for batch in prefetch(dirty_batches(disk, dirty)):
-            self.send_batch(batch)
-            self.maybe_flush()
+        for group in self._groups(prefetch(dirty_batches(disk, dirty))):
+            for batch in group:
+                self.send_batch(batch)
+                self.maybe_flush()
+
+    def _groups(self, batches: Iterator[Batch]) -> Iterator[list[Batch]]:
+        """`batches` in order, in groups whose store entries have been invalidated durably before the group
+        is yielded: one fsync per group of up to GROUP_WINDOWS windows (or FLUSH_BYTES of changed data),
+        not one per window. A batch that changes no entry (the initial sync) passes straight through."""
+        held: list[Batch] = []
+        held_bytes = 0
+        for batch in batches:
+            changed = batch.invalidate()
+            if not changed and not held:
+                yield [batch]
+                continue
+            held.append(batch)
+            held_bytes += batch.data_bytes()
+            if len(held) >= GROUP_WINDOWS or held_bytes >= FLUSH_BYTES:
+                batch.disk.store.commit()
+                yield held
+                held, held_bytes = [], 0
+        if held:
+            held[0].disk.store.commit()
+            yield held
 
     def send_batch(self, batch: Batch) -> None:
         """Ask HAVE for this batch, then finish the previous one: one HAVE is always in flight, so the
@@ -292,7 +348,7 @@ class Session:
             chunk = batch.chunks[i]
             if was_held:
                 self.bytes_deduplicated += len(chunk.data)
-                disk.pending[chunk.index] = chunk.digest
+                disk.pending[chunk.index] = (chunk.digest, chunk.blocks)
             else:
                 to_write.append(chunk)
         zero_writes: list[ChangedChunk] = []
@@ -301,7 +357,8 @@ class Session:
                 continue
             known = disk.store.get(chunk.index)
             if disk.server_new and known == UNKNOWN_DIGEST and chunk.index not in disk.pending:
-                disk.pending[chunk.index] = ZERO_DIGEST  # never written: the new staging volume is zero there
+                # never written: the new staging volume is zero there
+                disk.pending[chunk.index] = (ZERO_DIGEST, ZERO_BLOCKS)
             else:
                 zero_writes.append(chunk)
         for group in _coalesce(zero_writes):
@@ -310,38 +367,48 @@ class Session:
             self.client.send(Write(disk.index, offset, length, Encoding.ZERO, b""))
             self.bytes_zero += length
             for c in group:
-                disk.pending[c.index] = ZERO_DIGEST
+                disk.pending[c.index] = (ZERO_DIGEST, ZERO_BLOCKS)
         for group in _coalesce(to_write):
             self._write(disk, group)
         for chunk in batch.chunks:
             if not chunk.is_zero and not batch.whole(chunk):
-                self._write_blocks(disk, chunk, (batch.masks or {})[chunk.index])
+                self._write_blocks(disk, chunk, batch.mask(chunk), batch.tracked)
 
-    def _write_blocks(self, disk: DiskRun, chunk: ChangedChunk, mask: int) -> None:
-        """Send only the written 4 KiB blocks of a chunk. Its digest is then recorded as PARTIAL, never as
-        the digest of what was read: the read may hold a newer write to other blocks, whose event is still
-        on its way, and a restart must not take the chunk for replicated. PARTIAL matches no data, so the
-        next rescan sends the chunk whole."""
-        block = 4096
+    def _write_blocks(self, disk: DiskRun, chunk: ChangedChunk, mask: int, tracked: bool) -> None:
+        """Send only the 4 KiB blocks of `mask` of a chunk.
+
+        Found by a rescan, the other blocks' entries matched what was read, so the server then holds the
+        chunk as read: its digest is recorded. Found by the tracker, the read may hold a newer write to
+        other blocks whose event is still on its way, so the chunk is recorded as PARTIAL with entries for
+        the blocks sent only; the next rescan compares it block by block."""
         b = 0
-        while b < CHUNK_SIZE // block:
+        while b < BLOCKS:
             if not mask & (1 << b):
                 b += 1
                 continue
             e = b
-            while e < CHUNK_SIZE // block and mask & (1 << e):
+            while e < BLOCKS and mask & (1 << e):
                 e += 1
-            piece = chunk.data[b * block : e * block]
+            piece = chunk.data[b * BLOCK_SIZE : e * BLOCK_SIZE]
             if piece:
-                self._send_write(disk, chunk.offset + b * block, piece)
+                self._send_write(disk, chunk.offset + b * BLOCK_SIZE, piece)
             b = e
-        disk.pending[chunk.index] = PARTIAL_DIGEST
+        if not tracked:
+            disk.pending[chunk.index] = (chunk.digest, chunk.blocks)
+            return
+        # Build on what an earlier send in this flush interval recorded, else on the store's entries.
+        base = disk.pending[chunk.index][1] if chunk.index in disk.pending else disk.store.blocks(chunk.index)
+        size = BLOCK_DIGEST_SIZE
+        parts = [
+            (chunk.blocks if mask & (1 << k) else base)[k * size : (k + 1) * size] for k in range(BLOCKS)
+        ]
+        disk.pending[chunk.index] = (PARTIAL_DIGEST, b"".join(parts))
 
     def _write(self, disk: DiskRun, group: list[ChangedChunk]) -> None:
         data = group[0].data if len(group) == 1 else b"".join(c.data for c in group)
         self._send_write(disk, group[0].offset, data)
         for c in group:
-            disk.pending[c.index] = c.digest
+            disk.pending[c.index] = (c.digest, c.blocks)
 
     def _send_write(self, disk: DiskRun, offset: int, data: bytes) -> None:
         """One WRITE, compressed when that pays, throttled."""
@@ -387,8 +454,8 @@ class Session:
     def _acknowledged(self, seq: int, positions: list[int]) -> None:
         self.replication["seq"] = seq
         for disk, pos in zip(self.disks, positions):  # noqa: B905 - Python 3.8 has no strict=
-            for index, digest in disk.pending.items():
-                disk.store.set(index, digest)
+            for index, (digest, blocks) in disk.pending.items():
+                disk.store.set_entry(index, digest, blocks)
             disk.pending.clear()
             disk.store.commit()
             disk.progress["ackedSeq"] = seq

@@ -1,0 +1,115 @@
+"""The digest store's 4 KiB block entries: a rescan finds which blocks of a changed chunk differ, an old
+(v1, chunk digests only) file is migrated without losing what it knew, and a foreign file is discarded."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from rehost.agent import rescan
+from rehost.agent.rescan import (
+    BLOCK_SIZE,
+    CHUNK_SIZE,
+    FULL_MASK,
+    PARTIAL_DIGEST,
+    UNKNOWN_BLOCKS,
+    UNKNOWN_DIGEST,
+    DigestStore,
+    DiskReader,
+    chunk_digest,
+    scan,
+)
+
+from .conftest import MiB, make_image
+
+
+def record(store: DigestStore, reader: DiskReader) -> None:
+    """What the sender does after FLUSH_ACK for a whole scan: every changed chunk's entries."""
+    for c in scan(reader, store):
+        store.set_entry(c.index, c.digest, c.blocks)
+    store.commit()
+
+
+def test_rescan_reports_the_changed_blocks_of_a_chunk(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "d.img", 2 * MiB, [(0, MiB)])
+    store, reader = DigestStore(str(tmp_path / "d.digests"), 2 * MiB), DiskReader(str(image))
+    first = list(scan(reader, store))
+    assert all(c.mask == FULL_MASK for c in first)  # nothing known: whole chunks
+    for c in first:
+        store.set_entry(c.index, c.digest, c.blocks)
+    store.commit()
+    with open(image, "r+b") as f:
+        for off in (3 * CHUNK_SIZE + 2 * BLOCK_SIZE, 3 * CHUNK_SIZE + 15 * BLOCK_SIZE + 7, 20 * CHUNK_SIZE + 5):
+            f.seek(off)
+            f.write(b"changed")  # 5 is in chunk 20, block 0, a zero area before: blocks are known there too
+    store.close()
+    store = DigestStore(str(tmp_path / "d.digests"), 2 * MiB)
+    changed = {c.index: c.mask for c in scan(reader, store)}
+    assert changed == {3: (1 << 2) | (1 << 15), 20: 1}
+    reader.close()
+    store.close()
+
+
+def test_invalidated_chunk_is_compared_block_by_block(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "d.img", MiB, [(0, MiB)])
+    store, reader = DigestStore(str(tmp_path / "d.digests"), MiB), DiskReader(str(image))
+    record(store, reader)
+    assert store.invalidate(4, 1 << 9)
+    store.commit()
+    store.close()
+    store = DigestStore(str(tmp_path / "d.digests"), MiB)  # the invalidation is durable
+    assert store.get(4) == PARTIAL_DIGEST
+    (c,) = scan(reader, store)
+    assert (c.index, c.mask) == (4, 1 << 9)  # the unknown block is resent, the others are known
+    assert store.invalidate(0, FULL_MASK) and store.get(0) == PARTIAL_DIGEST
+    assert store.blocks(0) == UNKNOWN_BLOCKS
+    reader.close()
+    store.close()
+    # A chunk never sent has nothing to forget: no fsync is needed before sending it.
+    fresh = DigestStore(str(tmp_path / "fresh.digests"), MiB)
+    assert not fresh.invalidate(0, FULL_MASK) and fresh.get(0) == UNKNOWN_DIGEST
+    fresh.close()
+
+
+def write_v1(path: Path, size: int, image: Path) -> None:
+    """A digest file as the previous agent version wrote it (chunk digests only)."""
+    with open(image, "rb") as f:
+        data = f.read()
+    digests = b"".join(chunk_digest(data[o : o + CHUNK_SIZE]) for o in range(0, size, CHUNK_SIZE))
+    header = struct.pack("<8s16sIQ", b"RHDG1\0\0\0", rescan._V1_ALGORITHM.encode(), CHUNK_SIZE, size)
+    path.write_bytes(header + digests)
+
+
+def test_v1_file_is_migrated_keeping_chunk_digests(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "d.img", MiB, [(0, MiB // 2)])
+    path = tmp_path / "d.digests"
+    write_v1(path, MiB, image)
+    store, reader = DigestStore(str(path), MiB), DiskReader(str(image))
+    assert not store.fresh and store.known_count() == 16
+    assert store.blocks(0) == UNKNOWN_BLOCKS
+    assert path.read_bytes()[:5] == b"RHDG2"
+    assert list(scan(reader, store)) == []  # nothing changed: nothing to send after an upgrade
+    with open(image, "r+b") as f:
+        f.seek(CHUNK_SIZE + 100)
+        f.write(os.urandom(10))
+    (c,) = scan(reader, store)
+    assert (c.index, c.mask) == (1, FULL_MASK)  # its blocks were never recorded: sent whole once
+    reader.close()
+    store.close()
+
+
+def test_foreign_or_corrupt_file_starts_over(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "d.img", MiB, [(0, MiB)])
+    path = tmp_path / "d.digests"
+    write_v1(path, MiB, image)
+    data = bytearray(path.read_bytes())
+    data[8:24] = b"md5".ljust(16, b"\0")  # another algorithm
+    path.write_bytes(bytes(data))
+    store = DigestStore(str(path), MiB)
+    assert store.fresh and store.get(0) == UNKNOWN_DIGEST
+    store.close()
+    path.write_bytes(path.read_bytes()[:-1])  # truncated v2
+    store = DigestStore(str(path), MiB)
+    assert store.fresh and store.known_count() == 0
+    store.close()
