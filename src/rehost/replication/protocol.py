@@ -850,10 +850,19 @@ class ReplicationClient:
         if getattr(reply, "seq", None) != seq:
             raise ProtocolError("FLUSH_ACK for another sequence number")
 
-    def snapshot(self, seq: int, request_id: str) -> SnapshotOk:
-        """Flush, then have the server snapshot all of this source server's disks at this point."""
+    def snapshot(self, seq: int, request_id: str, timeout: float = 3600.0) -> SnapshotOk:
+        """Flush, then have the server snapshot all of this source server's disks at this point.
+
+        The first snapshot of a server reads every staged chunk (minutes for large disks), hence its own
+        ``timeout`` for the reply."""
         self.send(Snapshot(seq, request_id))
-        reply = self.receive(SnapshotOk)
+        if self._sock is not None:
+            self._sock.settimeout(max(timeout, self.timeout))
+        try:
+            reply = self.receive(SnapshotOk)
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(self.timeout)
         assert isinstance(reply, SnapshotOk)
         if reply.seq != seq or reply.request_id != request_id:
             raise ProtocolError("SNAPSHOT_OK answers another request")
