@@ -261,7 +261,9 @@ class AgentSnapshotProvider:
             if status == "FAILED":
                 raise SnapshotError(f"the agent could not take a snapshot: {(result or {}).get('message', 'no reason given')}")
             time.sleep(self.poll_interval)
-        state = "was not picked up by the agent" if self.agent.command_status(command_id)[0] == "PENDING" else "did not finish"
+        # Withdrawn, so that an agent coming back later does not take a snapshot nobody waits for.
+        withdrawn = self.agent.cancel_command(command_id, f"no result within {timeout:.0f} s")
+        state = "was not picked up by the agent" if withdrawn else "did not finish"
         raise SnapshotError(f"the snapshot request {state} within {timeout:.0f} s (is the agent running and connected?)")
 
     def latest_snapshot(self, source_server_id: str) -> SnapshotRef | None:

@@ -350,6 +350,15 @@ class AgentService:
                 .values(status="FAILED", result={"status": "FAILED", "message": "the control plane restarted"}))
             return int(result.rowcount or 0)
 
+    def cancel_command(self, command_id: str, reason: str) -> bool:
+        """Withdraw a command no agent has picked up yet (its requester stopped waiting); True if withdrawn.
+        A command already delivered is left to finish: the agent may be acting on it."""
+        t = schema.agent_commands
+        with self.store.transaction() as conn:
+            result = conn.execute(update(t).where(and_(t.c.id == command_id, t.c.status == "PENDING"))
+                                  .values(status="FAILED", result={"status": "FAILED", "message": reason}))
+            return bool(result.rowcount)
+
     def command_status(self, command_id: str) -> tuple[str, dict[str, Any] | None]:
         with self.store.read() as conn:
             row = conn.execute(select(schema.agent_commands.c.status, schema.agent_commands.c.result)
