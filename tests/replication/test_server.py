@@ -277,3 +277,44 @@ def test_cli_errors_are_one_line(env: Env, extra: list[str], code: int, message:
     assert proc.returncode == code
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("rehost: error:") and message in proc.stderr
+
+
+def test_sigterm_mid_stream_stops_cleanly_and_keeps_acked_data(
+    env: Env, server_process: ServerProcess
+) -> None:
+    server_process.start()
+    size = 16 * MiB
+    disks = [p.DiskInfo("/dev/sda", size)]
+    block = bytes(range(256)) * 256  # 64 KiB
+    acked = 0
+    with client(env, server_process.address) as c:
+        c.hello(SID, env.token(SID), disks)
+        with pytest.raises(p.ServerError) as err:
+            for seq in range(1, 100_000):
+                c.write(0, (seq * p.CHUNK_SIZE) % size, block)
+                c.flush(seq)
+                acked = seq
+                if seq == 20:
+                    assert server_process.proc is not None
+                    server_process.proc.send_signal(signal.SIGTERM)
+        assert err.value.code == p.ErrorCode.SHUTDOWN
+    assert server_process.kill(signal.SIGTERM) == 0
+    server_process.start()
+    with client(env, server_process.address) as c:
+        assert c.hello(SID, env.token(SID), disks).disks[0].durable_seq >= acked >= 20
+
+
+def test_two_source_servers_stream_at_once(env: Env, server: ReplicationServer) -> None:
+    a, b = make_disk(2 * MiB, seed=11), make_disk(2 * MiB, seed=12)
+    ca, cb = client(env, server.address), client(env, server.address)
+    ca.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(a))])
+    cb.hello(OTHER, env.token(OTHER), [p.DiskInfo("/dev/sda", len(b))])
+    for off in range(0, len(a), p.CHUNK_SIZE):  # interleaved
+        ca.write(0, off, a[off : off + p.CHUNK_SIZE])
+        cb.write(0, off, b[off : off + p.CHUNK_SIZE])
+    ca.flush(1)
+    cb.flush(1)
+    ca.close()
+    cb.close()
+    assert file_sha(env.staging(SID)) == sha(a)
+    assert file_sha(env.staging(OTHER)) == sha(b)
