@@ -25,12 +25,12 @@ def need_root() -> None:
 
 @pytest.fixture(scope="session")
 def minimal_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A read-only reference copy of the minimal flavor (1.5 GiB, IDE/e1000, /dev/sda1, static MAC-pinned
+    """A read-only reference copy of the minimal flavor (1 GiB, IDE/e1000, /dev/sda1, static MAC-pinned
     network, site on port 80 with `MARKER`). Tests copy it before booting it."""
     need_root()
     d = tmp_path_factory.mktemp("source-image")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id_ed25519")], check=True)
-    return build_source_image(CACHE_DIR, d / "minimal.img", size_gib=1.5, flavor="minimal", marker=MARKER,
+    return build_source_image(CACHE_DIR, d / "minimal.img", size_gib=1, flavor="minimal", marker=MARKER,
                               hostname="legacy-web-01",
                               authorized_keys=(d / "id_ed25519.pub").read_text())
 
