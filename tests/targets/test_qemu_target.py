@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,20 +75,28 @@ def test_launch_run_console_stop_start_terminate(driver: QemuTarget, tiny_disk: 
     driver.terminate(iid)
     assert driver.describe(iid).state == InstanceState.TERMINATED
     assert not pid_alive(pid, str(idir))
-    assert not (idir / "disk.qcow2").exists()
+    assert not (idir / "disk.qcow2").exists() and not (idir / "base.img").exists()
     driver.terminate(iid)  # idempotent
     assert tiny_disk.read_bytes() == before  # the base image is never written
 
 
-def test_instances_survive_a_new_driver(driver: QemuTarget, tiny_disk: Path) -> None:
-    inst = driver.launch(spec(tiny_disk))
+def test_instances_survive_a_new_driver(driver: QemuTarget, tiny_disk: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"  # the converted image lives in a job's work directory...
+    job_dir.mkdir()
+    shutil.copyfile(tiny_disk, job_dir / "disk.qcow2")
+    inst = driver.launch(spec(job_dir / "disk.qcow2"))
+    shutil.rmtree(job_dir)  # ...which may be cleaned up while the instance lives on
     assert wait_state(driver, inst.instance_id, InstanceState.RUNNING).state == InstanceState.RUNNING
     # A restarted control plane constructs a new driver on the same directory and finds the VM.
-    again = QemuTarget(driver.dir, accel="tcg")
+    again = QemuTarget(driver.dir, accel="tcg", shutdown_timeout=3)
     seen = again.describe(inst.instance_id)
     assert seen.state == InstanceState.RUNNING and seen.port_map == inst.port_map
     assert [i.instance_id for i in again.list()] == [inst.instance_id]
     assert TINY_TEXT.decode().strip() in again.console_output(inst.instance_id)
+    again.stop(inst.instance_id)
+    assert wait_state(again, inst.instance_id, InstanceState.STOPPED, 90).state == InstanceState.STOPPED
+    again.start(inst.instance_id)  # boots again from its own disk, the job's copy being gone
+    assert wait_state(again, inst.instance_id, InstanceState.RUNNING).state == InstanceState.RUNNING
     again.terminate(inst.instance_id)
     assert driver.describe(inst.instance_id).state == InstanceState.TERMINATED
 

@@ -3,7 +3,8 @@
 Layout, one directory per instance under ``instances_dir`` (``D/instances``)::
 
     <i-id>/instance.json   the persisted record (spec, state, pid, ports): the source of truth
-    <i-id>/disk.qcow2      copy-on-write overlay whose backing file is the converted image
+    <i-id>/base.img        a hard link to (or copy of) the converted image: never written
+    <i-id>/disk.qcow2      the instance's copy-on-write overlay over base.img
     <i-id>/console.log     everything the guest wrote to its serial port
     <i-id>/qmp.sock        QMP control socket
     accel.json             the cached accelerator probe
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -172,8 +174,15 @@ class QemuTarget:
             except FileExistsError:
                 raise TargetError(f"instance {spec.instance_id} already exists") from None
             try:
-                fmt = "qcow2" if _is_qcow2(disk_image) else "raw"
-                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(disk_image),
+                # The instance holds its own link to the converted image, so it outlives the job's work
+                # directory; the overlay names it relatively, so the instance directory can move.
+                base = idir / "base.img"
+                try:
+                    os.link(disk_image, base)
+                except OSError:
+                    shutil.copyfile(disk_image, base)  # another file system
+                fmt = "qcow2" if _is_qcow2(base) else "raw"
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", base.name,
                                 str(idir / "disk.qcow2")], check=True, capture_output=True, timeout=60)
             except (OSError, subprocess.SubprocessError) as exc:
                 shutil.rmtree(idir, ignore_errors=True)
@@ -192,7 +201,8 @@ class QemuTarget:
             except TargetError as exc:
                 rec["state"], rec["state_reason"] = "terminated", f"Server.InternalError: {exc}"
                 self._save(rec)
-                (idir / "disk.qcow2").unlink(missing_ok=True)
+                for name in ("disk.qcow2", "base.img"):
+                    (idir / name).unlink(missing_ok=True)
                 raise
             self._save(rec)
             log.info("launched %s (%s, %d vCPU, %d MiB, %s) ports %s", spec.instance_id, spec.instance_type,
@@ -264,7 +274,7 @@ class QemuTarget:
                 return
             kill(rec.get("pid") or 0, str(self.dir / instance_id), grace=2.0)
             idir = self.dir / instance_id
-            for name in ("disk.qcow2", "qmp.sock", "qemu.pid"):
+            for name in ("disk.qcow2", "base.img", "qmp.sock", "qemu.pid"):
                 (idir / name).unlink(missing_ok=True)
             rec.update(state="terminated", pid=None, state_reason="Client.UserInitiatedShutdown")
             self._save(rec)
