@@ -27,8 +27,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def small_disk(tmp_path: Path, *, files: dict[str, str], boot_code: bool = True, luks: bool = False) -> Path:
-    """A 64 MiB MBR disk with one ext4 partition holding ``files`` (or a LUKS header)."""
+def small_disk(tmp_path: Path, *, files: dict[str, str], boot_code: bool = True, luks: bool = False,
+               damaged: bool = False) -> Path:
+    """A 64 MiB MBR disk with one ext4 partition holding ``files`` (or a LUKS header, or a superblock
+    claiming an unknown incompatible feature, which no kernel mounts)."""
     need_root()
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
@@ -48,6 +50,12 @@ def small_disk(tmp_path: Path, *, files: dict[str, str], boot_code: bool = True,
                 for rel, text in files.items():
                     (root / rel).parent.mkdir(parents=True, exist_ok=True)
                     (root / rel).write_text(text)
+            if damaged:
+                with open(dev, "r+b") as f:
+                    f.seek(1024 + 0x60)  # s_feature_incompat
+                    flags = int.from_bytes(f.read(4), "little") | 0x40000000
+                    f.seek(1024 + 0x60)
+                    f.write(flags.to_bytes(4, "little"))
     return img
 
 
@@ -59,7 +67,8 @@ OS = {"etc/os-release": "ID=debian\nPRETTY_NAME=Debian\n", "etc/fstab": "/dev/sd
     ("kind", "match"),
     [("no-table", "no partition table"), ("luks", "encrypted \\(LUKS"),
      ("no-etc", "unknown operating system"), ("no-os-release", "unknown operating system"),
-     ("no-boot-code", "no boot loader"), ("no-boot-config", "no boot loader")],
+     ("no-boot-code", "no boot loader"), ("no-boot-config", "no boot loader"),
+     ("damaged", "no root file system could be mounted: partition 1 \\(ext4\\)")],
 )
 def test_unconvertible_disks_fail_with_the_reason(tmp_path: Path, kind: str, match: str) -> None:
     need_root()
@@ -72,6 +81,8 @@ def test_unconvertible_disks_fail_with_the_reason(tmp_path: Path, kind: str, mat
         img = small_disk(tmp_path, files={"data/readme": "not an OS"})
     elif kind == "no-os-release":
         img = small_disk(tmp_path, files={"etc/fstab": OS["etc/fstab"], "boot/extlinux/extlinux.conf": ""})
+    elif kind == "damaged":
+        img = small_disk(tmp_path, files=OS, damaged=True)
     elif kind == "no-boot-code":
         img = small_disk(tmp_path, files=OS, boot_code=False)
     else:

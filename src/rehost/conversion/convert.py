@@ -164,26 +164,34 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[lis
 def _find_root(stack: contextlib.ExitStack, parts: list[Partition], devs: dict[int, Path],
                info: dict[int, dict[str, str]], tmp: Path) -> tuple[Partition, Path]:
     """Mount each candidate partition until one holds /etc (the root); explain why none did."""
-    encrypted = []
+    encrypted, lvm, unmountable = [], [], []
     for p in parts:
+        fstype = info[p.number].get("TYPE", "")
         with open(devs[p.number], "rb") as f:
-            if f.read(6) == LUKS_MAGIC:
+            if f.read(6) == LUKS_MAGIC or fstype == "crypto_LUKS":
                 encrypted.append(p.number)
                 continue
-        fstype = info[p.number].get("TYPE", "")
+        if fstype == "LVM2_member":
+            lvm.append(p.number)
+            continue
         if fstype in ("", "swap") or "UUID" not in info[p.number]:
             continue
         mnt = tmp / f"p{p.number}"
         try:
-            cm = mounted(devs[p.number], mnt, fstype=fstype)
-            root = stack.enter_context(cm)
-        except CommandFailed:
+            root = stack.enter_context(mounted(devs[p.number], mnt, fstype=fstype))
+        except CommandFailed as exc:
+            unmountable.append(f"partition {p.number} ({fstype}): {exc.stderr.strip()[-200:]}")
             continue
         if (root / "etc").is_dir():
             return p, root
     if encrypted:
         raise ConversionError(f"the root file system is encrypted (LUKS on partition {encrypted[0]}); "
                               "rehost cannot convert encrypted disks")
+    if lvm:
+        raise ConversionError(f"the root file system is on LVM (partition {lvm[0]}); rehost cannot convert "
+                              "LVM disks on a host without device-mapper")
+    if unmountable:
+        raise ConversionError("no root file system could be mounted: " + "; ".join(unmountable))
     raise ConversionError("unknown operating system: no partition holds a Linux root file system (/etc)")
 
 

@@ -115,7 +115,7 @@ class QemuTarget:
                     "-cpu", "max" if rec["accel"] == "tcg" else "host",
                     "-smp", str(rec["vcpus"]), "-m", str(rec["memory_mib"]),
                     "-nodefaults", "-display", "none", "-vga", "none",
-                    "-drive", f"file={idir / 'disk.qcow2'},format=qcow2,if=virtio,cache=unsafe,discard=unmap",
+                    "-drive", f"file={idir / 'disk.qcow2'},format=qcow2,if=virtio,cache=writeback,discard=unmap",
                     "-netdev", user_netdev("net0", ports), "-device", "virtio-net-pci,netdev=net0",
                     "-serial", f"file:{idir / 'console.log'}",
                     "-qmp", f"unix:{idir / 'qmp.sock'},server=on,wait=off",
