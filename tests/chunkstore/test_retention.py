@@ -77,3 +77,14 @@ def test_apply_retention_deletes_what_no_rule_keeps(store: SnapshotStore, tmp_pa
     assert {s.snapshot_id for s in store.list("s-1")} == {ids[k] for k in ages if k not in ("3d1h", "10d")}
     assert [s.snapshot_id for s in store.list("s-2")] == [other.snapshot_id]
     assert store.apply_retention("s-1", NOW) == []  # idempotent
+
+
+def test_retention_spares_snapshots_a_launch_job_may_be_reading(store: SnapshotStore, tmp_path: Path) -> None:
+    """A job's snapshot and a timer snapshot a minute later share a 10-minute period: the policy keeps only
+    the newer, but the job's must survive until it has been exported."""
+    img = make_image(tmp_path / "a.img", 2 * CHUNK_SIZE, [(0, b"data")])
+    vol = {"/dev/sda": VolumeSource(img, 2 * CHUNK_SIZE, None)}
+    job_snapshot = store.create("s-1", vol, NOW - 2 * M).snapshot_id
+    store.create("s-1", vol, NOW - 1 * M)
+    assert store.apply_retention("s-1", NOW) == []
+    assert store.apply_retention("s-1", NOW + 15 * M) == [job_snapshot]  # later, the policy applies

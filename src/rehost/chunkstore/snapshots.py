@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rehost.chunkstore import CHUNK_SIZE, manifest
@@ -33,6 +33,9 @@ _SNAP_ID = re.compile(r"^snap-[0-9a-f]{17}$")
 _BATCH = 64  # chunks read and stored per step (4 MiB)
 
 __all__ = ["BadChunk", "Snapshot", "SnapshotStore", "VerifyReport", "VolumeSource"]
+
+#: Snapshots younger than this survive retention (a launch job may be about to export one).
+RECENT_GRACE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -275,13 +278,19 @@ class SnapshotStore:
             raise _not_found(source_server_id, snapshot_id) from exc
 
     def apply_retention(
-        self, source_server_id: str, now: datetime | None = None, policy: RetentionPolicy | None = None
+        self, source_server_id: str, now: datetime | None = None, policy: RetentionPolicy | None = None,
+        *, keep_younger_than: timedelta = RECENT_GRACE,
     ) -> builtins.list[str]:
         """Delete the server's snapshots that the policy (default: the store's) does not keep at ``now``;
-        return their IDs, newest first. The chunks they alone used stay until ``gc``."""
+        return their IDs, newest first. The chunks they alone used stay until ``gc``.
+
+        Snapshots younger than ``keep_younger_than`` are kept whatever the policy says: a launch job
+        exports the snapshot it has just asked for, and a timer snapshot landing in the same 10-minute
+        period must not delete it under the job's feet."""
         when = _utc(now or datetime.now(UTC))
         snaps = self.list(source_server_id)
         kept = (policy or self.policy).keep(snaps, when)
+        kept.update(s.snapshot_id for s in snaps if s.taken_at > when - keep_younger_than)
         deleted = []
         for snap in snaps:
             if snap.snapshot_id not in kept:
