@@ -29,8 +29,8 @@ class SnapshotConverter:
         work_dir.mkdir(parents=True, exist_ok=True)
         export = work_dir / "snapshot.raw"
         try:
-            SnapshotStore.open(self.data_dir, create=False).export(
-                snapshot.source_server_id, snapshot.snapshot_id, boot_device, export, fmt="raw")
+            with SnapshotStore.open(self.data_dir, create=False) as store:
+                store.export(snapshot.source_server_id, snapshot.snapshot_id, boot_device, export, fmt="raw")
         except RehostError as exc:
             raise ConversionError(f"cannot read {boot_device} of {snapshot.snapshot_id}: {exc.message}") from exc
         try:
