@@ -82,6 +82,8 @@ def boot_source_vm(image: Path, run_dir: Path, *, memory_mib: int = 1024, vcpus:
     ``SERVICE_IP:guest_port``. ``disk_bus``/``nic`` exist so a test can show the image fails on virtio.
     Raises `TargetError` if QEMU cannot start.
     """
+    run_dir = Path(run_dir).resolve()  # the pid check matches this path in QEMU's command line
+    image = Path(image).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if shutil.which(QEMU) is None:
         raise TargetError(f"{QEMU} is not installed")

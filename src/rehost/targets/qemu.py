@@ -63,7 +63,7 @@ class QemuTarget:
                  shutdown_timeout: float = SHUTDOWN_GRACE) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise TargetError(f"unknown accelerator {accel!r} (auto, kvm, tcg)")
-        self.dir = Path(instances_dir)
+        self.dir = Path(instances_dir).resolve()  # the pid check matches this path in QEMU's command line
         self.dir.mkdir(parents=True, exist_ok=True)
         self.requested_accel = accel
         self.shutdown_timeout = shutdown_timeout
