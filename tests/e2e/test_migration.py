@@ -26,7 +26,7 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (loop devices for the source image)")
     lines: list[str] = []
-    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.5, cache_dir=CACHE_DIR, out=lines.append)
+    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.0, cache_dir=CACHE_DIR, out=lines.append)
     failures = demo.run()
     print("\n".join(lines))
     assert failures == []
