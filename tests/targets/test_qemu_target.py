@@ -14,7 +14,7 @@ import pytest
 from rehost.errors import NotFound, TargetError
 from rehost.targets.accel import choose_accelerator
 from rehost.targets.base import InstanceState, LaunchSpec, TargetDriver, TargetInstance, new_instance_id
-from rehost.targets.qemu import QemuTarget
+from rehost.targets.qemu import QemuTarget, instance_mac
 from rehost.targets.qemuproc import pid_alive
 
 from .conftest import TINY_TEXT
@@ -46,6 +46,12 @@ def spec(disk: Path, **kw: object) -> LaunchSpec:
 
 def test_instance_ids_look_like_ec2() -> None:
     assert re.fullmatch(r"i-[0-9a-f]{17}", new_instance_id())
+
+
+def test_each_instance_has_its_own_mac() -> None:
+    macs = {instance_mac(new_instance_id()) for _ in range(50)}
+    assert len(macs) == 50 and all(re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", m) for m in macs)
+    assert "52:54:00:12:34:56" not in macs
 
 
 def test_launch_run_console_stop_start_terminate(driver: QemuTarget, tiny_disk: Path) -> None:

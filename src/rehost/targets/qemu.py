@@ -18,6 +18,7 @@ re-attaches to them by pid and QMP. Methods are safe to call from several thread
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -116,7 +117,8 @@ class QemuTarget:
                     "-smp", str(rec["vcpus"]), "-m", str(rec["memory_mib"]),
                     "-nodefaults", "-display", "none", "-vga", "none",
                     "-drive", f"file={idir / 'disk.qcow2'},format=qcow2,if=virtio,cache=writeback,discard=unmap",
-                    "-netdev", user_netdev("net0", ports), "-device", "virtio-net-pci,netdev=net0",
+                    "-netdev", user_netdev("net0", ports),
+                    "-device", f"virtio-net-pci,netdev=net0,mac={instance_mac(rec['instance_id'])}",
                     "-serial", f"file:{idir / 'console.log'}",
                     "-qmp", f"unix:{idir / 'qmp.sock'},server=on,wait=off",
                     "-device", "virtio-rng-pci"]
@@ -288,6 +290,16 @@ class QemuTarget:
                 return True
             time.sleep(0.5)
         return False
+
+
+def instance_mac(instance_id: str) -> str:
+    """The instance's own MAC address (QEMU's 52:54:00 prefix), stable across stop/start and restarts.
+
+    Never the QEMU default 52:54:00:12:34:56, which the source VMs use: a converted guest must not find
+    its source's MAC again."""
+    digest = hashlib.sha256(instance_id.encode()).digest()
+    tail = digest[:3] if digest[:3] != b"\x12\x34\x56" else digest[3:6]
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
 
 
 def _is_qcow2(path: Path) -> bool:
