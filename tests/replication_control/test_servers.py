@@ -5,6 +5,9 @@ no source server uses any more and deletes the staging volumes."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from pathlib import Path
 
 from .conftest import Agent, ControlPlane, MiB, make_image, staging_matches, wait_for
@@ -76,3 +79,25 @@ def test_shared_and_dedicated_replication_servers(installer: Path, control_plane
     assert b.proc.wait(timeout=30) == 0
     assert not (cp.data_dir / "staging" / b.sid).exists()
     assert cp.state(a.sid) == cp.state(b.sid) == "DISCONNECTED"
+
+
+def test_killed_replication_server_restarts_on_its_port(installer: Path, control_plane: ControlPlane,
+                                                         agents: list[Agent], tmp_path: Path) -> None:
+    """kill -9 of a replication server: the control plane starts it again on the same port (agents and
+    port forwards keep reaching it where they did), and replication carries on each time."""
+    cp = control_plane
+    image = make_image(tmp_path / "disk.img", 8 * MiB, [(0, 2 * MiB)])
+    agent = Agent(installer, cp, str(image), tmp_path / "a")
+    agents.append(agent)
+    rs = _replicating(cp, agent, image)["replicatorId"]
+    for round_ in range(3):
+        pid = cp.replication_servers()[rs]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda old=pid: cp.replication_servers().get(rs, old) != old, what="the replication server's restart")
+        with open(image, "r+b") as f:
+            f.seek((3 + round_) * MiB)
+            f.write(os.urandom(70_000))
+        wait_for(lambda: staging_matches(cp, agent.sid, image), what=f"replication after restart {round_ + 1}")
+    ports = re.findall(r"^listening on 127\.0\.0\.1:(\d+)$", cp.rs_log(rs), re.M)
+    assert len(ports) == 4 and len(set(ports)) == 1, ports
+    assert cp.state(agent.sid) != "STALLED"

@@ -39,6 +39,7 @@ from rehost.replication.tls import ensure_tls
 log = logging.getLogger("rehost.replication")
 
 READY_TIMEOUT = 30.0
+PORT_WAIT = 5.0  # how long a restarted replication server waits for its old port
 
 
 def _pid_alive(pid: int | None, server_id: str) -> bool:
@@ -98,7 +99,7 @@ class ReplicationServerManager:
                 cond = and_(t.c.config_key == key, t.c.dedicated_to.is_(None) if dedicated is None else t.c.dedicated_to == dedicated)
                 row = conn.execute(select(t).where(cond)).first()
             try:
-                if row is not None and _pid_alive(row.pid, row.id):
+                if row is not None and self._alive(row.id, row.pid):
                     rs_id, port = row.id, row.port
                 elif row is not None:
                     rs_id, port = row.id, row.port
@@ -128,9 +129,27 @@ class ReplicationServerManager:
                 doc["sourceServers"] = sorted(members)
                 conn.execute(update(t).where(t.c.id == rs_id).values(doc=doc))
 
+    def _alive(self, rs_id: str, pid: int | None) -> bool:
+        """Whether the replication server still runs. A process this manager started is asked through
+        `poll()`, which reports it dead only once it has exited completely, sockets closed: /proc shows a
+        dying process without its command line while its listening socket still holds the port."""
+        proc = self._procs.get(rs_id)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        return _pid_alive(pid, rs_id)
+
     def _pick_port(self, wanted: int | None) -> int:
-        if wanted and _port_free(self.host, wanted):
-            return wanted
+        if wanted:
+            # A restarted server keeps its port, so agents (and port forwards to it, such as a VM's
+            # guestfwd) reach it where they did; the port may take a moment to be released.
+            deadline = time.monotonic() + PORT_WAIT
+            while True:
+                if _port_free(self.host, wanted):
+                    return wanted
+                if time.monotonic() > deadline:
+                    log.warning("port %d is still taken; the replication server moves to another port", wanted)
+                    break
+                time.sleep(0.1)
         with self.store.read() as conn:
             taken = {r[0] for r in conn.execute(select(schema.replication_servers.c.port))}
         port = self.first_port
@@ -202,7 +221,7 @@ class ReplicationServerManager:
         with self.store.read() as conn:
             rows = conn.execute(select(schema.replication_servers)).all()
         for row in rows:
-            if not _pid_alive(row.pid, row.id):
+            if not self._alive(row.id, row.pid):
                 log.warning("replication server %s is not running; restarting it", row.id)
                 with self._lock:
                     try:
