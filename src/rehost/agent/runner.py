@@ -131,7 +131,7 @@ class Agent:
             try:
                 info = self.api.get_replication_info(self.source_server_id)
             except RehostError as exc:
-                self._set_error("CONTROL_PLANE", str(exc))
+                self._set_error("FAILED_TO_AUTHENTICATE_WITH_SERVICE", str(exc))
                 self.stopped.wait(backoff)
                 backoff = min(30.0, backoff * 2)
                 continue
@@ -150,12 +150,12 @@ class Agent:
                 backoff = 1.0
             except RehostError as exc:
                 log.warning("replication session ended: %s", exc)
-                self._set_error("CONNECTION", str(exc))
+                self._set_error("FAILED_TO_CONNECT_AGENT_TO_REPLICATION_SERVER", str(exc))
                 self.stopped.wait(backoff)
                 backoff = min(30.0, backoff * 2)
             except OSError as exc:
                 log.warning("replication I/O error: %s", exc)
-                self._set_error("IO", str(exc))
+                self._set_error("UNSTABLE_NETWORK", str(exc))
                 self.stopped.wait(backoff)
                 backoff = min(30.0, backoff * 2)
             finally:
@@ -371,6 +371,7 @@ class Agent:
             log.warning("could not report replication info: %s", exc)
 
     def _set_error(self, error: str, raw: str) -> None:
-        self.last_error = {"error": error, "rawError": raw}
+        """Report STALLED with ``error``, one of MGN's DataReplicationErrorString values."""
+        self.last_error = {"error": error, "rawError": raw[:65536]}
         self.replication_state = "STALLED"
         self._report_now.set()

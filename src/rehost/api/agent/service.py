@@ -245,10 +245,14 @@ class AgentService:
                     state = DataReplicationState(dataReplicationState)
                 except ValueError as exc:
                     raise InvalidInput(f"unknown dataReplicationState {dataReplicationState!r}") from exc
-                if state not in AGENT_REPORTABLE:
+                stalled = state is DataReplicationState.STALLED
+                if stalled and not error:
+                    raise InvalidInput("an agent reports STALLED only together with the error that stalls it")
+                if state not in AGENT_REPORTABLE and not stalled:
                     raise InvalidInput(f"an agent cannot report dataReplicationState {state.value}")
                 info["dataReplicationState"] = state.value
-                if state is not DataReplicationState.INITIATING and info.get("dataReplicationInitiation"):
+                if state not in (DataReplicationState.INITIATING, DataReplicationState.STALLED) \
+                        and info.get("dataReplicationInitiation"):
                     for step in info["dataReplicationInitiation"]["steps"]:
                         if step["status"] != "SUCCEEDED":
                             step["status"] = "SUCCEEDED"
