@@ -140,3 +140,15 @@ def test_accelerator_choice_is_cached_and_configurable(tmp_path: Path) -> None:
     assert choose_accelerator("auto", cache, None) == "kvm"
     with pytest.raises(TargetError):
         QemuTarget(tmp_path, accel="xen")
+
+
+def test_qmp_socket_paths_fit_in_a_unix_socket_address(tmp_path: Path) -> None:
+    from rehost.targets.qemuproc import qmp_socket
+
+    short = tmp_path / "i-0"
+    assert qmp_socket(short) == short / "qmp.sock"
+    deep = tmp_path / ("x" * 60) / ("y" * 60) / "i-0123456789abcdef0"
+    sock = qmp_socket(deep)
+    assert len(str(sock).encode()) <= 107
+    assert qmp_socket(deep) == sock  # the same VM directory always maps to the same socket
+    assert qmp_socket(deep.parent / "i-other") != sock

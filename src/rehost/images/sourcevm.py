@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rehost.errors import TargetError
 from rehost.images.builder import SOURCE_MAC
-from rehost.targets.qemuproc import QEMU, free_port, kill, pid_alive, start_daemon, user_netdev
+from rehost.targets.qemuproc import QEMU, free_port, kill, pid_alive, qmp_socket, start_daemon, user_netdev
 
 #: The address at which the guest reaches forwarded host services.
 SERVICE_IP = "10.0.2.100"
@@ -96,7 +96,7 @@ def boot_source_vm(image: Path, run_dir: Path, *, memory_mib: int = 1024, vcpus:
                 "-smp", str(vcpus), "-m", str(memory_mib), "-nodefaults", "-display", "none", "-vga", "none",
                 *drive, "-netdev", user_netdev("net0", ports, guestfwd),
                 "-device", f"{nic},netdev=net0,mac={SOURCE_MAC}",
-                "-serial", f"file:{serial}", "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off"]
+                "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_socket(run_dir)},server=on,wait=off"]
         try:
             pid = start_daemon(argv, run_dir)
         except TargetError as exc:

@@ -6,7 +6,7 @@ Layout, one directory per instance under ``instances_dir`` (``D/instances``)::
     <i-id>/base.img        a hard link to (or copy of) the converted image: never written
     <i-id>/disk.qcow2      the instance's copy-on-write overlay over base.img
     <i-id>/console.log     everything the guest wrote to its serial port
-    <i-id>/qmp.sock        QMP control socket
+    <i-id>/qmp.sock        QMP control socket (elsewhere if that path is too long for a socket)
     accel.json             the cached accelerator probe
 
 Networking is QEMU user mode with ``restrict=on``: the guest reaches nothing; each ingress port of the
@@ -40,6 +40,7 @@ from rehost.targets.qemuproc import (
     kill,
     pid_alive,
     port_is_free,
+    qmp_socket,
     start_daemon,
     user_netdev,
 )
@@ -120,7 +121,7 @@ class QemuTarget:
                     "-netdev", user_netdev("net0", ports),
                     "-device", f"virtio-net-pci,netdev=net0,mac={instance_mac(rec['instance_id'])}",
                     "-serial", f"file:{idir / 'console.log'}",
-                    "-qmp", f"unix:{idir / 'qmp.sock'},server=on,wait=off",
+                    "-qmp", f"unix:{qmp_socket(idir)},server=on,wait=off",
                     "-device", "virtio-rng-pci"]
             _keep_previous_console(idir)
             try:
@@ -159,7 +160,7 @@ class QemuTarget:
         try:
             if console.stat().st_size == 0:
                 return False
-            with QMP(self.dir / rec["instance_id"] / "qmp.sock") as qmp:
+            with QMP(qmp_socket(self.dir / rec["instance_id"])) as qmp:
                 return bool(qmp.command("query-status").get("running"))
         except (OSError, TargetError):
             return False
@@ -246,7 +247,7 @@ class QemuTarget:
         # An ACPI power-off lets the guest flush and shut down; QEMU then exits by itself (-no-shutdown
         # is not given). A watcher stops it hard if the guest ignores the request.
         try:
-            with QMP(self.dir / instance_id / "qmp.sock") as qmp:
+            with QMP(qmp_socket(self.dir / instance_id)) as qmp:
                 qmp.command("system_powerdown")
         except TargetError:
             kill(pid, marker)
@@ -276,8 +277,9 @@ class QemuTarget:
                 return
             kill(rec.get("pid") or 0, str(self.dir / instance_id), grace=2.0)
             idir = self.dir / instance_id
-            for name in ("disk.qcow2", "base.img", "qmp.sock", "qemu.pid"):
+            for name in ("disk.qcow2", "base.img", "qemu.pid"):
                 (idir / name).unlink(missing_ok=True)
+            qmp_socket(idir).unlink(missing_ok=True)
             rec.update(state="terminated", pid=None, state_reason="Client.UserInitiatedShutdown")
             self._save(rec)
             log.info("terminated %s", instance_id)

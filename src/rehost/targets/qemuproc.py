@@ -8,12 +8,14 @@ control plane can restart and re-attach by pid and QMP socket). A pid is trusted
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,24 @@ from typing import Any
 from rehost.errors import TargetError
 
 QEMU = "qemu-system-x86_64"
+
+
+#: Unix socket paths are limited to 107 bytes (sun_path); longer run directories get theirs elsewhere.
+_SUN_PATH_MAX = 107
+_SHORT_SOCKET_DIR = Path("/run/rehost")
+
+
+def qmp_socket(run_dir: Path) -> Path:
+    """The QMP socket of the VM whose files live in ``run_dir``: ``run_dir/qmp.sock`` when that path fits in
+    a Unix socket address, else a short path derived from ``run_dir`` (so a restarted control plane finds
+    the same socket again)."""
+    path = Path(run_dir) / "qmp.sock"
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(Path(run_dir).resolve())).hexdigest()[:24]
+    base = _SHORT_SOCKET_DIR if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return base / f"qmp-{digest}.sock"
 
 
 def free_port() -> int:
