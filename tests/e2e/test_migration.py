@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from console.httpclient import ConsoleClient
 from rehost.demo.flow import Demo
 
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "rehost-images"
@@ -26,7 +27,19 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (loop devices for the source image)")
     lines: list[str] = []
-    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.0, cache_dir=CACHE_DIR, out=lines.append)
+    seen_in_console: list[str] = []
+
+    def console_shows_the_instance(demo: Demo, kind: str, instance_id: str, url: str) -> None:
+        """The console's migration dashboard lists the launched instance with a link to its site."""
+        console = ConsoleClient(f"http://127.0.0.1:{demo.cp_port}")
+        assert console.sign_in(*demo.admin_key).status in (302, 303)
+        page = console.get(f"/console/servers/{demo.server_id}?tab=dashboard").body
+        assert instance_id in page
+        assert url.rstrip("/").removeprefix("http://") in page
+        seen_in_console.append(kind)
+
+    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.0, cache_dir=CACHE_DIR, out=lines.append,
+                after_launch=console_shows_the_instance)
     failures = demo.run()
     print("\n".join(lines))
     assert failures == []
@@ -34,3 +47,4 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
     assert any("test instance" in name and "open the site" in name for name in passed)
     assert any("cutover instance" in name and "open the site" in name for name in passed)
     assert demo.steps[-1].name.startswith("Step 7: finalize")
+    assert seen_in_console == ["test", "cutover"]

@@ -52,6 +52,9 @@ class Demo:
     flavor: str = "web"
     size_gib: float = 2.0
     cache_dir: Path | None = None  # debootstrap trees, shared between runs (and with the tests)
+    # Called after each instance's site was checked, with (demo, "test" | "cutover", instance ID, URL):
+    # lets a test look at the same moment through another door (the web console).
+    after_launch: Callable[[Demo, str, str, str], None] | None = None
     out: Callable[[str], None] = print
     steps: list[Step] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -293,6 +296,8 @@ class Demo:
             page = self._wait(f"the {kind} instance's site", lambda: self._get(url), 600, 5)
             self.check(self.marker in page, f"the {kind} instance serves the source's content, including what was "
                                             "written after the initial sync")
+            if self.after_launch is not None:
+                self.after_launch(self, kind, instance_id, url)
 
 
 def _public_url(instance: dict[str, Any], address: str) -> str:
