@@ -18,7 +18,7 @@ def main() -> None:
     for op in ops:
         print(f"- [{'x' if op in done else ' '}] {op}")
     try:
-        from rehost.api.ec2 import OPERATIONS as EC2_OPS  # type: ignore[attr-defined]
+        from rehost.api.ec2.handler import OPERATIONS as EC2_OPS
     except ImportError:
         EC2_OPS = ()
     if EC2_OPS:
