@@ -102,7 +102,7 @@ def build_realistic(path: Path, size_mib: int) -> str:
         sh("mount", device, str(mnt))
         try:
             # Each tree only while at least as much stays free: a disk with OS files and free space.
-            copied = []
+            copied: list[str] = []
             for tar in sorted(glob.glob(str(REPO / ".cache" / "rehost-images" / "*.tar")))[:2]:
                 if 2 * os.path.getsize(tar) > shutil.disk_usage(mnt).free:
                     continue
@@ -120,6 +120,11 @@ def build_realistic(path: Path, size_mib: int) -> str:
             sh("umount", str(mnt))
     finally:
         sh("losetup", "-d", device)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the loop device's writes, so their writeback does not land in the first timing
+    finally:
+        os.close(fd)
     return f"ext4, {used / MiB:.0f} MiB used ({what})"
 
 
@@ -403,17 +408,25 @@ def one_run(server: Server, work: Path, image: Path, run: int, args: argparse.Na
     return r
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    def med(runs: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in runs)
+Runs = list[dict[str, Any]]
 
-    def cell(runs: list[dict[str, Any]], key: str, fmt: str = "{:.2f}") -> str:
-        vals = [r[key] for r in runs if key in r]
+
+def table(results: dict[str, Runs]) -> str:
+    """Markdown: per measurement the median and (min-max) of each image's runs, then the aims' ratios."""
+
+    def values(runs: Runs, key: str) -> list[float]:
+        scale = MiB if key.endswith(("sent", "literal")) else 1
+        return [float(r[key]) / scale for r in runs if key in r]
+
+    def cell(runs: Runs, key: str, fmt: str) -> str:
+        vals = values(runs, key)
         if not vals:
             return "-"
-        return fmt.format(statistics.median(vals)) + " (" + "-".join(fmt.format(v) for v in (min(vals), max(vals))) + ")"
+        return f"{fmt.format(statistics.median(vals))} ({fmt.format(min(vals))}-{fmt.format(max(vals))})"
 
-    lines = ["| measurement | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    def med(runs: Runs, key: str) -> float:
+        return statistics.median(values(runs, key))
+
     rows = [
         ("dd bs=4M conv=fsync, s", "dd_s", "{:.2f}"),
         ("rsync initial copy, s", "rsync_init_s", "{:.2f}"),
@@ -426,24 +439,24 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("agent rescan, MiB sent", "rescan_sent", "{:.1f}"),
         ("agent tracked (loop device), s", "tracked_s", "{:.2f}"),
         ("agent tracked, MiB sent", "tracked_sent", "{:.1f}"),
-        ("load average (1 min) at run start", "load", "{:.1f}"),
     ]
     first = next(iter(results.values()))[0]
     for key in sorted(k for k in first if k.startswith("lag_p")):
         p, cycle = key[4:].split("@")
-        rows.insert(-1, (f"lag {p}, s (send cycle {cycle} s)", key, "{:.2f}"))
+        rows.append((f"lag {p}, s (send cycle {cycle} s)", key, "{:.2f}"))
+    rows.append(("load average (1 min) at run start", "load", "{:.1f}"))
+    lines = ["| measurement | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for label, key, fmt in rows:
-        scaled = {name: [dict(r, **{key: r[key] / MiB}) if key.endswith(("sent", "literal")) and key in r else r
-                         for r in runs] for name, runs in results.items()}
-        lines.append(f"| {label} | " + " | ".join(cell(scaled[name], key, fmt) for name in results) + " |")
-    ratios = []
+        lines.append(f"| {label} | " + " | ".join(cell(runs, key, fmt) for runs in results.values()) + " |")
+    lines.append("")
     for name, runs in results.items():
-        ratios.append(
+        tracked = f", tracked {med(runs, 'rsync_s') / med(runs, 'tracked_s'):.1f}x" if "tracked_s" in runs[0] else ""
+        lines.append(
             f"{name}: initial sync {med(runs, 'dd_s') / med(runs, 'agent_init_s'):.2f}x dd's speed, "
-            f"rescan {med(runs, 'rsync_s') / med(runs, 'rescan_s'):.2f}x rsync's speed"
-            + (f", tracked {med(runs, 'rsync_s') / med(runs, 'tracked_s'):.1f}x" if "tracked_s" in runs[0] else "")
-            + f"; staging identical in every run: {all(r['identical'] for r in runs)}")
-    return "\n".join(lines) + "\n\n" + "\n".join(ratios)
+            f"rescan {med(runs, 'rsync_s') / med(runs, 'rescan_s'):.2f}x rsync's speed{tracked}; "
+            f"staging identical in every run: {all(r['identical'] for r in runs)}"
+        )
+    return "\n".join(lines)
 
 
 def size_name(mib: int) -> str:
@@ -477,7 +490,7 @@ def main() -> None:
         server = Server(work / "data")
         print(f"fast digest {FAST_ALGORITHM}; rsync {sh('rsync', '--version').split()[2]}; "
               f"{os.cpu_count()} cores", flush=True)
-        results: dict[str, list[dict[str, Any]]] = {}
+        results: dict[str, Runs] = {}
         for name, image in images.items():
             print(name, flush=True)
             results[name] = [one_run(server, work, image, run, args) for run in range(args.runs)]

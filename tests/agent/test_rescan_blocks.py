@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 from rehost.agent import rescan
@@ -113,3 +115,42 @@ def test_foreign_or_corrupt_file_starts_over(tmp_path: Path) -> None:
     store = DigestStore(str(path), MiB)
     assert store.fresh and store.known_count() == 0
     store.close()
+
+
+def test_stdlib_fallback_without_xxhash(tmp_path: Path) -> None:
+    """On a source without xxhash (the agent runs on the stdlib alone) the digests are truncated sha256, and
+    a file written by an agent with the other algorithm starts over instead of being misread."""
+    image = make_image(tmp_path / "d.img", MiB, [(0, MiB)])
+    path = tmp_path / "d.digests"
+    store = DigestStore(str(path), MiB)
+    with DiskReaderCtx(image) as reader:
+        record(store, reader)
+    store.close()
+    code = f"""
+import sys
+sys.modules["xxhash"] = None  # import fails as if not installed
+from rehost.agent.rescan import FAST_ALGORITHM, FULL_MASK, DigestStore, DiskReader, scan
+assert FAST_ALGORITHM == "sha256_128+64", FAST_ALGORITHM
+store, reader = DigestStore({str(path)!r}, {MiB}), DiskReader({str(image)!r})
+assert store.fresh
+for c in scan(reader, store):
+    store.set_entry(c.index, c.digest, c.blocks)
+with open({str(image)!r}, "r+b") as f:
+    f.seek(5 * 65536 + 3 * 4096)
+    f.write(b"x")
+print([(c.index, c.mask) for c in scan(reader, store)])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(5, 8)]"
+
+
+class DiskReaderCtx:
+    def __init__(self, path: Path) -> None:
+        self.reader = DiskReader(str(path))
+
+    def __enter__(self) -> DiskReader:
+        return self.reader
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
