@@ -154,3 +154,24 @@ class DiskReaderCtx:
 
     def __exit__(self, *exc: object) -> None:
         self.reader.close()
+
+
+def test_digest_file_holds_block_entries_only_for_data(tmp_path: Path) -> None:
+    """Block entries of zero and never-sent chunks are implied: the digest file of a mostly empty disk is
+    sparse, and what it records survives a reopen."""
+    image = make_image(tmp_path / "d.img", 256 * MiB, [(8 * MiB, 2 * MiB)])
+    path = tmp_path / "d.digests"
+    store = DigestStore(str(path), 256 * MiB)
+    with DiskReaderCtx(image) as reader:
+        record(store, reader)
+        store.close()
+        st = path.stat()
+        assert st.st_size == 40 + 4096 * (16 + 128)  # apparent: every entry has its place
+        assert st.st_blocks * 512 <= 128 * 1024  # allocated: chunk entries + 32 data chunks' block entries
+        store = DigestStore(str(path), 256 * MiB)
+        assert not store.fresh and list(scan(reader, store)) == []
+        with open(image, "r+b") as f:
+            f.seek(9 * MiB + 4096)
+            f.write(b"y")
+        assert [(c.index, c.mask) for c in scan(reader, store)] == [(9 * 16, 2)]
+    store.close()
