@@ -34,8 +34,13 @@ def _key_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
 
 
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+
+
 def _secret() -> str:
-    return secrets.token_urlsafe(30)[:40]
+    """40 characters of base64's alphabet, like AWS's secrets; never a leading '-' that a command line
+    would take for an option (the installer is given the secret as a flag's value)."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
 
 
 def load_or_create_fernet(data_dir: Path) -> Fernet:
