@@ -17,6 +17,7 @@ from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
 from rehost.db.store import Store
 from rehost.errors import StorageError
+from rehost.fsutil import atomic_write
 from rehost.iam.users import IamDirectory
 from rehost.jobs.runner import JobRunner
 from rehost.replication.control import AgentSnapshotProvider, ReplicationServerManager
@@ -36,9 +37,7 @@ def account_id_for(data_dir: Path) -> str:
             raise StorageError(f"{path} is damaged: {exc}") from exc
     data_dir.mkdir(parents=True, exist_ok=True)
     account = str(secrets.randbelow(9 * 10**11) + 10**11)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"accountId": account}))
-    tmp.replace(path)
+    atomic_write(path, json.dumps({"accountId": account}).encode(), mode=0o644)
     return account
 
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rehost.errors import ReplicationError
+from rehost.fsutil import atomic_write
 from rehost.replication.protocol import CHUNK_SIZE, DISK_NEW, DiskInfo, DiskResume, zeros
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class SourceStaging:
             },
             "in_flight": self.in_flight,
         }
-        _atomic_write(self.dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        atomic_write(self.dir / STATE_FILE, json.dumps(state, indent=1).encode())
         _fsync_dir(self.dir)
         self._state = state
 
@@ -266,7 +267,7 @@ class SourceStaging:
             os.fdatasync(vol.fd)
         for vol in self.volumes:
             if not vol.dirty_saved:
-                _atomic_write(vol.dirty_path, bytes(vol.dirty))
+                atomic_write(vol.dirty_path, bytes(vol.dirty))
                 vol.dirty_saved = True
             vol.durable_seq = max(vol.durable_seq, seq)
         self.in_flight = False
@@ -277,7 +278,7 @@ class SourceStaging:
         for vol in self.volumes:
             vol.dirty[:] = bytes(len(vol.dirty))
             vol.all_dirty = False
-            _atomic_write(vol.dirty_path, bytes(vol.dirty))
+            atomic_write(vol.dirty_path, bytes(vol.dirty))
             vol.dirty_saved = True
         self._persist()
 
@@ -290,17 +291,6 @@ class SourceStaging:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rehost.errors import ReplicationError
+from rehost.fsutil import atomic_write
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -94,8 +94,8 @@ def _write_ca(folder: Path) -> None:
         .sign(key, hashes.SHA256())
     )
     # the key first: a certificate without its key would be kept by the next call
-    _write_private(folder / CA_KEY, _key_pem(key))
-    _write_private(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write(folder / CA_KEY, _key_pem(key))
+    atomic_write(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def _write_server_cert(folder: Path, extra_hosts: tuple[str, ...]) -> None:
@@ -130,8 +130,8 @@ def _write_server_cert(folder: Path, extra_hosts: tuple[str, ...]) -> None:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(folder / SERVER_KEY, _key_pem(key))
-    _write_private(folder / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write(folder / SERVER_KEY, _key_pem(key))
+    atomic_write(folder / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -140,13 +140,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write atomically (temporary file, fsync, rename) with ``mode`` from the start."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
