@@ -223,6 +223,12 @@ class IamDirectory:
                 "an access key secret cannot be decrypted: is secret.key the data directory's own?"
             ) from exc
 
+    def _insert_key(self, conn: Any, key_id: str, user: str, secret: str, now: datetime, *,
+                    token: str | None = None, expiration: datetime | None = None) -> None:
+        conn.execute(schema.iam_access_keys.insert().values(
+            access_key_id=key_id, user_name=user, secret_enc=self._encrypt(secret), status="Active", created_at=now,
+            session_token_enc=self._encrypt(token) if token else None, expiration=expiration))
+
     def create_access_key(self, name: str) -> dict[str, Any]:
         self.get_user(name)
         key_id, secret = _key_id("AKIA"), _secret()
@@ -242,15 +248,7 @@ class IamDirectory:
                 raise Conflict(
                     f"Cannot exceed quota for AccessKeysPerUser: 2 (user {name}).", resource_id=name
                 )
-            conn.execute(
-                schema.iam_access_keys.insert().values(
-                    access_key_id=key_id,
-                    user_name=name,
-                    secret_enc=self._encrypt(secret),
-                    status="Active",
-                    created_at=now,
-                )
-            )
+            self._insert_key(conn, key_id, name, secret, now)
         return {
             "AccessKey": {
                 "UserName": name,
@@ -269,17 +267,7 @@ class IamDirectory:
         now = ids.utcnow()
         expiration = now + timedelta(seconds=duration_seconds)
         with self.store.transaction() as conn:
-            conn.execute(
-                schema.iam_access_keys.insert().values(
-                    access_key_id=key_id,
-                    user_name=name,
-                    secret_enc=self._encrypt(secret),
-                    status="Active",
-                    created_at=now,
-                    session_token_enc=self._encrypt(token),
-                    expiration=expiration,
-                )
-            )
+            self._insert_key(conn, key_id, name, secret, now, token=token, expiration=expiration)
         return {
             "Credentials": {
                 "AccessKeyId": key_id,
