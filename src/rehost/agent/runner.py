@@ -43,7 +43,7 @@ class Agent:
         ca_bundle: str | None = None,
         poll_seconds: float = 2.0,
         metrics_seconds: float = 60.0,
-        cycle_seconds: float = 1.0,
+        cycle_seconds: float = 0.25,
         use_tracker: bool = True,
     ) -> None:
         self.state = AgentState(state_dir).ensure()

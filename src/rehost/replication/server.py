@@ -1,7 +1,9 @@
 """The replication server: receives agents' block streams into staging volumes and takes snapshots.
 
 One thread per connection reads frames with ``recv_into`` into a preallocated buffer (``FrameReader``) and
-applies them under the source server's lock; a timer thread takes periodic snapshots. What a caller (the
+applies them under the source server's lock; a timer thread takes periodic snapshots. A session's staging
+writes go through a pipeline one write deep (`_WritePipeline`): while one frame is written to its staging
+volume, the next is received and decrypted, since the two cost about the same and both release the GIL. What a caller (the
 CLI, tests) may rely on:
 
 * A session is bound to the source server ID of its HELLO, authenticated by that ID's token; it can only
@@ -25,6 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +72,41 @@ class _Stop(Exception):
     """Ends a session quietly."""
 
 
+class _WritePipeline:
+    """At most one staging write in flight, in its own thread, applied in submission order.
+
+    ``submit`` first waits for the previous write, so an error surfaces (as the OSError it was) at the next
+    submit or ``wait``. Everything that must see all earlier writes (HAVE, FLUSH, SNAPSHOT, the end of the
+    session, a newer session taking over) calls ``wait`` first.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-write")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def quiesce(self) -> None:
+        """Wait for the write in flight, if any, ignoring its outcome (it was never acknowledged)."""
+        pending = self._pending
+        if pending is not None:
+            try:
+                pending.result()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.quiesce()
+        self._pool.shutdown(wait=True)
+
+
 class Session:
     """One agent connection. Runs in its own thread."""
 
@@ -79,7 +117,9 @@ class Session:
         self.source: SourceState | None = None
         self.volumes: list[StagingVolume] = []
         self.superseded = False
+        self.previous: Session | None = None  # the session this one superseded, if any
         self._refused = False
+        self.pipeline = _WritePipeline()
 
     # -- framing -----------------------------------------------------------------------------------------
 
@@ -167,6 +207,7 @@ class Session:
             log.exception("%s: internal error", self.peer)
             self._refuse(p.ErrorCode.INTERNAL, "internal error")
         finally:
+            self.pipeline.close()
             self._detach()
             if self._refused:
                 self._linger()
@@ -203,6 +244,11 @@ class Session:
         with source.lock:
             if self.superseded:
                 self._end_superseded()
+            if self.previous is not None:
+                # the older session cannot start another write now (it checks `superseded` under this
+                # lock), so once its write in flight is done, nothing of it can land after ours
+                self.previous.pipeline.quiesce()
+                self.previous = None
             try:
                 resume = source.staging.attach(hello.disks)
             except (OSError, RehostError) as exc:
@@ -225,7 +271,9 @@ class Session:
                 self._end_superseded()
             if isinstance(msg, p.Write):
                 self._write(source, msg)
-            elif isinstance(msg, p.Have):
+                return
+            self._drain()
+            if isinstance(msg, p.Have):
                 self._have(source, msg)
             elif isinstance(msg, p.Flush):
                 self._commit(source, msg.seq)
@@ -272,11 +320,19 @@ class Session:
         try:
             source.staging.before_write()
             if msg.encoding is p.Encoding.ZERO:
-                vol.write_zeros(msg.offset, msg.length)
+                self.pipeline.submit(vol.write_zeros, msg.offset, msg.length)
             else:
-                vol.write(msg.offset, payload)
+                # the frame's payload lives in the reader's buffer, which the next frame overwrites
+                data = payload if isinstance(payload, bytes) else bytes(payload)
+                self.pipeline.submit(vol.write, msg.offset, data)
         except OSError as exc:
-            self._fail(p.ErrorCode.IO, f"cannot write {vol.device_name}: {exc}")
+            self._fail(p.ErrorCode.IO, f"cannot write staging: {exc}")
+
+    def _drain(self) -> None:
+        try:
+            self.pipeline.wait()
+        except OSError as exc:
+            self._fail(p.ErrorCode.IO, f"cannot write staging: {exc}")
 
     def _have(self, source: SourceState, msg: p.Have) -> None:
         if not 0 <= msg.disk < len(self.volumes):
@@ -412,6 +468,7 @@ class ReplicationServer:
                 self._sources[source_server_id] = source
             old, source.session = source.session, session
             session.source = source
+            session.previous = old
         if old is not None:
             log.info("%s: new session supersedes %s", source_server_id, old.peer)
             old.supersede()
