@@ -470,8 +470,8 @@ def main() -> None:
     ap.add_argument("--random-mib", type=int, default=2048)
     ap.add_argument("--lag-seconds", type=float, default=20.0)
     ap.add_argument("--lag-rate", type=float, default=200.0, help="4 KiB writes per second during the lag test")
-    ap.add_argument("--cycles", type=lambda v: [float(x) for x in v.split(",")], default=[1.0],
-                    help="seconds between tracked sends, comma-separated (the runner's default is 1)")
+    ap.add_argument("--cycles", type=lambda v: [float(x) for x in v.split(",")], default=[0.25],
+                    help="seconds between tracked sends, comma-separated (the runner's default is 0.25)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench")
     args = ap.parse_args()
