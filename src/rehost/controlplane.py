@@ -8,7 +8,6 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
@@ -20,6 +19,7 @@ from rehost.errors import StorageError
 from rehost.fsutil import atomic_write
 from rehost.iam.users import IamDirectory
 from rehost.jobs.runner import JobRunner
+from rehost.launch.sizing import recommended_instance_type
 from rehost.replication.control import AgentSnapshotProvider, ReplicationServerManager
 
 log = logging.getLogger("rehost")
@@ -59,7 +59,7 @@ class ControlPlane:
             self.store, settings.data_dir, host=settings.replication_host, first_port=settings.replication_port,
             advertised_host=settings.advertised_replication_host)
         self.agent = AgentService(self.mgn, ReplicationEndpoints(self.replication.ensure_server_for, self.replication.token_for),
-                                  recommend_instance_type=_recommend)
+                                  recommend_instance_type=recommended_instance_type)
         self.mgn.hooks.agent_command = self._agent_command
         self.mgn.hooks.release_replication = self.replication.release
         self.runner.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
@@ -117,11 +117,3 @@ class ControlPlane:
         self.replication.stop_all()
         self.store.close()
 
-
-def _recommend(source_properties: dict[str, Any]) -> str | None:
-    """MGN's BASIC right-sizing from the source's CPUs and RAM (never the T family)."""
-    from rehost.instancetypes import right_size_source
-
-    if not source_properties.get("cpus") and not source_properties.get("ramBytes"):
-        return None
-    return right_size_source(source_properties).name

@@ -16,14 +16,14 @@ def attach_launch(cp: ControlPlane) -> Callable[[Request], Awaitable[Response]]:
     """Give ``cp`` its EC2 side and return the EC2 API's ``root_post`` handler for `build_app`.
 
     Sets ``cp.target`` (the target driver on ``D/instances``), ``cp.ec2`` (`Ec2Service`), the MGN hook that
-    gives each new source server its own launch template, the agent API's right-sizing recommendation,
-    and the job runner's launcher, instance sizer and converter (snapshot export + conversion).
+    gives each new source server its own launch template, and the job runner's launcher, instance sizer and
+    converter (snapshot export + conversion).
     """
     from rehost.api.ec2.handler import Ec2Api
     from rehost.conversion import SnapshotConverter
     from rehost.launch.launcher import TargetLauncher
     from rehost.launch.service import Ec2Service
-    from rehost.launch.sizing import make_sizer, recommended_instance_type
+    from rehost.launch.sizing import make_sizer
     from rehost.targets.qemu import QemuTarget
 
     instances_dir = cp.settings.data_dir / "instances"
@@ -32,7 +32,6 @@ def attach_launch(cp: ControlPlane) -> Callable[[Request], Awaitable[Response]]:
     cp.target = target  # type: ignore[attr-defined]
     cp.ec2 = ec2  # type: ignore[attr-defined]
     cp.mgn.hooks.create_ec2_launch_template = ec2.create_launch_template_for_server
-    cp.agent.recommend = recommended_instance_type
     cp.runner.launcher = TargetLauncher(ec2)
     cp.runner.instance_sizer = make_sizer(ec2.default_version_data)
     if cp.runner.converter is None:
