@@ -17,7 +17,7 @@ from helpers import RunningServer
 from rehost.agent.bundle import build_installer
 
 from .conftest import MiB
-from .test_install_e2e import PY, control_plane, flags, staging_matches, wait_for  # noqa: F401 - fixture
+from .test_install_e2e import PY, control_plane, flags, read_install, staging_matches, wait_for  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -50,15 +50,7 @@ def test_tracked_block_device_follows_writes_and_resumes(
     agent = start_agent([PY, "-I", str(installer), *flags(control_plane, key, "--no-prompt", "--devices", device,
                                                           "--state-dir", str(state), "--foreground")], log)
     try:
-        assert agent.stdout is not None
-        text = ""
-        for line in agent.stdout:
-            text += line
-            if "successfully installed" in line:
-                break
-        m = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
-        assert m, text
-        sid = m.group(1)
+        sid, _ = read_install(agent)
 
         def synced() -> bool:
             subprocess.run(["sync"], check=True)

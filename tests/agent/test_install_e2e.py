@@ -70,6 +70,20 @@ def staging_matches(cp: RunningServer, sid: str, image: Path, device_name: str =
     staging = cp.data_dir / "staging" / sid / f"{disk_key(device_name or str(image))}.img"
     return staging.exists() and sha_file(staging) == sha_file(image)
 
+def read_install(proc: subprocess.Popen[str], log: Path | None = None) -> tuple[str, str]:
+    """Read a foreground installer's transcript up to its success line; return (source server ID, text)."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if "successfully installed" in line:
+            break
+    text = "\n".join(lines)
+    m = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
+    assert m, text + (log.read_text() if log is not None and log.exists() else "")
+    return m.group(1), text
+
+
 
 def test_foreground_agent_replicates_and_follows_writes(installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
     key = control_plane.access_key()
@@ -78,17 +92,8 @@ def test_foreground_agent_replicates_and_follows_writes(installer: Path, control
                                             "--state-dir", str(tmp_path / "state"), "--foreground")]
     agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "wb"), text=True)
     try:
-        assert agent.stdout is not None
-        transcript = []
-        for line in agent.stdout:
-            transcript.append(line.rstrip("\n"))
-            if "successfully installed" in line:
-                break
-        text = "\n".join(transcript)
-        sid = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
-        assert sid, text
+        sid_s, text = read_install(agent)
         assert "You now have 1 active source server out of a total quota of 2." in text
-        sid_s = sid.group(1)
         wait_for(lambda: staging_matches(control_plane, sid_s, image), what="initial sync")
         mgn = control_plane.client(key)
 
@@ -238,15 +243,7 @@ def test_agent_survives_replication_server_crash_and_pause(installer: Path, cont
                                             "--state-dir", str(tmp_path / "state"), "--foreground")]
     agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "wb"), text=True)
     try:
-        assert agent.stdout is not None
-        text = ""
-        for line in agent.stdout:
-            text += line
-            if "successfully installed" in line:
-                break
-        m = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
-        assert m, text
-        sid = m.group(1)
+        sid, _ = read_install(agent)
         wait_for(lambda: staging_matches(control_plane, sid, image), what="initial sync")
         pids = _replication_server_pids(control_plane.data_dir)
         assert pids

@@ -8,7 +8,6 @@ The helpers of the agent tests (images, hashes, the installer flags, `wait_for`)
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from agent.conftest import MiB, make_image, sha_file  # noqa: F401 - re-exported for the tests
-from agent.test_install_e2e import PY, flags, staging_matches, wait_for  # noqa: F401 - re-exported
+from agent.test_install_e2e import PY, flags, read_install, staging_matches, wait_for  # noqa: F401 - re-exported
 from helpers import RunningServer, free_port
 from rehost.agent.bundle import build_installer
 
@@ -195,15 +194,7 @@ class Agent:
                                               # one machine, several source servers: told apart by this ID
                                               "--user-provided-id", f"{state_dir.name}-{id(self)}", *extra)],
             stdout=subprocess.PIPE, stderr=open(self.log, "ab"), text=True)
-        assert self.proc.stdout is not None
-        text = ""
-        for line in self.proc.stdout:
-            text += line
-            if "successfully installed" in line:
-                break
-        m = re.search(r"source server ID: (s-[0-9a-f]{17})\.", text)
-        assert m, text + self.log.read_text()
-        self.sid = m.group(1)
+        self.sid, _ = read_install(self.proc, self.log)
 
     def kill(self) -> None:
         """kill -9: no clean shutdown, no last report."""
