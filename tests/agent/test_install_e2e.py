@@ -220,9 +220,9 @@ def test_quota_reached(installer: Path, control_plane: RunningServer, tmp_path: 
     assert len(_servers(control_plane, key)) == 2
 
 
-def _replication_server_pids(data_dir: Path) -> list[int]:
-    """The replication servers this test's control plane started (found by their --data-dir)."""
-    pids = []
+def replication_server_processes(data_dir: Path) -> dict[str, int]:
+    """Running `rehost replication-server` processes of ``data_dir`` (found by their --data-dir): {rs-id: pid}."""
+    found: dict[str, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -230,9 +230,9 @@ def _replication_server_pids(data_dir: Path) -> list[int]:
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"replication-server" in args and str(data_dir).encode() in args:
-            pids.append(int(entry))
-    return pids
+        if b"replication-server" in args and str(data_dir).encode() in args and b"--id" in args:
+            found[args[args.index(b"--id") + 1].decode()] = int(entry)
+    return found
 
 
 @pytest.mark.slow
@@ -245,7 +245,7 @@ def test_agent_survives_replication_server_crash_and_pause(installer: Path, cont
     try:
         sid, _ = read_install(agent)
         wait_for(lambda: staging_matches(control_plane, sid, image), what="initial sync")
-        pids = _replication_server_pids(control_plane.data_dir)
+        pids = list(replication_server_processes(control_plane.data_dir).values())
         assert pids
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

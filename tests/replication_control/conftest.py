@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from agent.conftest import MiB, make_image, sha_file  # noqa: F401 - re-exported for the tests
-from agent.test_install_e2e import PY, flags, read_install, staging_matches, wait_for  # noqa: F401 - re-exported
+from agent.test_install_e2e import (  # noqa: F401 - re-exported
+    PY,
+    flags,
+    read_install,
+    replication_server_processes,
+    staging_matches,
+    wait_for,
+)
 from helpers import RunningServer, free_port
 from rehost.agent.bundle import build_installer
 
@@ -58,17 +65,7 @@ class ControlPlane(RunningServer):
 
     def replication_servers(self) -> dict[str, int]:
         """Running `rehost replication-server` processes of this data directory: {rs-id: pid}."""
-        found: dict[str, int] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"replication-server" in args and str(self.data_dir).encode() in args and b"--id" in args:
-                found[args[args.index(b"--id") + 1].decode()] = int(entry)
-        return found
+        return replication_server_processes(self.data_dir)
 
     def rs_log(self, rs_id: str) -> str:
         path = self.data_dir / "logs" / f"{rs_id}.log"
