@@ -318,3 +318,19 @@ def test_two_source_servers_stream_at_once(env: Env, server: ReplicationServer) 
     cb.close()
     assert file_sha(env.staging(SID)) == sha(a)
     assert file_sha(env.staging(OTHER)) == sha(b)
+
+
+def test_unaligned_writes_and_a_disk_end_off_4k_are_staged_exactly(env: Env, server: ReplicationServer) -> None:
+    """Staging writes go through O_DIRECT where they are 4 KiB aligned and buffered where not (an odd
+    offset, the tail of a disk whose size is not a multiple of 4 KiB): the bytes are exact either way."""
+    size = 3 * MiB + 512
+    expected = bytearray(size)
+    writes = [(512, 8192), (4096, MiB + 100), (2 * MiB, MiB + 512), (size - 1000, 1000), (0, 4096)]
+    with client(env, server.address) as c:
+        c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", size)])
+        for seq, (offset, length) in enumerate(writes, 1):
+            data = os.urandom(length)
+            expected[offset : offset + length] = data
+            c.write(0, offset, data, p.Encoding.RAW)
+            c.flush(seq)
+    assert file_sha(env.staging(SID)) == sha(bytes(expected))

@@ -37,7 +37,7 @@ from rehost.errors import ProtocolError, RehostError, ReplicationError
 from rehost.replication import protocol as p
 from rehost.replication.auth import load_or_create_key, verify_token
 from rehost.replication.snapshots import SnapshotBackend, StoreBackend
-from rehost.replication.staging import SourceStaging, StagingBusy, StagingVolume
+from rehost.replication.staging import SourceStaging, StagingBusy, StagingVolume, WriteBuffer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ class Session:
         self.previous: Session | None = None  # the session this one superseded, if any
         self._refused = False
         self.pipeline = _WritePipeline()
+        self._buffers = (WriteBuffer(), WriteBuffer())
+        self._next_buffer = 0
 
     # -- framing -----------------------------------------------------------------------------------------
 
@@ -322,9 +324,11 @@ class Session:
             if msg.encoding is p.Encoding.ZERO:
                 self.pipeline.submit(vol.write_zeros, msg.offset, msg.length)
             else:
-                # the frame's payload lives in the reader's buffer, which the next frame overwrites
-                data = payload if isinstance(payload, bytes) else bytes(payload)
-                self.pipeline.submit(vol.write, msg.offset, data)
+                # The frame's payload lives in the reader's buffer, which the next frame overwrites: copy
+                # it into the write buffer the write in flight is not using (there is at most one).
+                buffer = self._buffers[self._next_buffer]
+                self._next_buffer ^= 1
+                self.pipeline.submit(vol.write_aligned, msg.offset, buffer.load(payload))
         except OSError as exc:
             self._fail(p.ErrorCode.IO, f"cannot write staging: {exc}")
 

@@ -11,6 +11,11 @@ Guarantees a caller can rely on:
 * ``commit(seq)`` returns only after the data of every write before it and the dirty bitmaps are on stable
   storage (fdatasync, then atomic replace + fsync of the metadata), recording ``seq`` as each disk's
   ``durable_seq``.
+* Data reaches the file with O_DIRECT from page-aligned buffers the caller reuses (`WriteBuffer`) where the
+  file system allows, so a stream of writes does not churn the page cache: on a virtual machine whose
+  host takes back freed guest memory, every fresh page-cache page is a host fault, and buffered writes
+  into a new staging file ran 2-6x slower than direct ones (BENCHMARKS.md, "Replication"). Reads go
+  through the page cache, which the kernel keeps coherent with direct writes.
 * After a crash, the dirty set on disk covers every chunk written since the last snapshot: writes after the
   last commit are resent by the agent (their seq is above ``durable_seq``), and a crash with writes in
   flight marks every disk ``all_dirty`` so nothing unrecorded can be missed by the next snapshot.
@@ -26,6 +31,7 @@ import errno
 import fcntl
 import json
 import logging
+import mmap
 import os
 import re
 from collections.abc import Sequence
@@ -33,11 +39,12 @@ from pathlib import Path
 
 from rehost.errors import ReplicationError
 from rehost.fsutil import atomic_write
-from rehost.replication.protocol import CHUNK_SIZE, DISK_NEW, DiskInfo, DiskResume, zeros
+from rehost.replication.protocol import CHUNK_SIZE, DISK_NEW, MAX_DATA, BytesLike, DiskInfo, DiskResume, zeros
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (any logical block size up to 4 KiB)
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -66,6 +73,24 @@ def staging_dir(data_dir: Path, source_server_id: str) -> Path:
     return Path(data_dir) / "staging" / source_server_id
 
 
+class WriteBuffer:
+    """A page-aligned buffer (an anonymous mapping) for `StagingVolume.write_aligned`: a
+    write's bytes are copied in, then written with O_DIRECT. A buffer is reused write after write, so its
+    pages stay resident."""
+
+    def __init__(self, size: int = MAX_DATA) -> None:
+        self._map = mmap.mmap(-1, size)
+        self.size = size
+
+    def load(self, data: BytesLike) -> memoryview:
+        """A view of the buffer holding a copy of ``data`` (valid until the next ``load``)."""
+        n = len(data)
+        if n > self.size:
+            raise ValueError(f"{n} bytes do not fit a {self.size}-byte write buffer")
+        self._map[:n] = data
+        return memoryview(self._map)[:n]
+
+
 class StagingVolume:
     """One disk's staging file, opened read-write. Offsets are checked by the caller (the server)."""
 
@@ -89,6 +114,7 @@ class StagingVolume:
         except OSError:
             os.close(self.fd)
             raise
+        self.direct_fd = _open_direct(path)  # -1 where the file system has no O_DIRECT
 
     @property
     def dirty_path(self) -> Path:
@@ -110,6 +136,30 @@ class StagingVolume:
         written = os.pwrite(self.fd, data, offset)
         if written != len(data):  # pwrite on a regular file writes all unless the disk is full
             raise OSError(errno.ENOSPC, f"short write to {self.path}")
+        self.mark_dirty(offset, len(data))
+
+    def write_aligned(self, offset: int, data: memoryview) -> None:
+        """Write ``data``, a view of a `WriteBuffer`: its 4 KiB-aligned part with O_DIRECT when the file
+        system allows, a remainder (the end of a disk whose size is not a multiple of 4 KiB) buffered."""
+        n = len(data) - len(data) % DIRECT_ALIGN
+        if self.direct_fd < 0 or offset % DIRECT_ALIGN or n == 0:
+            self.write(offset, data)
+            return
+        try:
+            written = os.pwrite(self.direct_fd, data[:n], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # the device wants a larger alignment than 4 KiB: buffered from now on
+            log.info("%s: O_DIRECT refused (%s); writing through the page cache", self.path, exc)
+            os.close(self.direct_fd)
+            self.direct_fd = -1
+            self.write(offset, data)
+            return
+        if written != n:
+            raise OSError(errno.ENOSPC, f"short write to {self.path}")
+        if n < len(data):
+            self.write(offset + n, data[n:])
         self.mark_dirty(offset, len(data))
 
     def write_zeros(self, offset: int, length: int) -> None:
@@ -154,6 +204,9 @@ class StagingVolume:
         return self.all_dirty or any(self.dirty)
 
     def close(self) -> None:
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -291,6 +344,19 @@ class SourceStaging:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
+
+
+def _open_direct(path: Path) -> int:
+    """A second descriptor of ``path`` for O_DIRECT writes, or -1 where that is not supported."""
+    flags = getattr(os, "O_DIRECT", 0)
+    if not flags:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return -1
 
 
 def _fsync_dir(path: Path) -> None:
