@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rehost.agent.discovery import Disk
-from rehost.agent.sender import DiskRun, Session
+from rehost.agent.sender import DedupProbe, DiskRun, Session
 from rehost.agent.state import AgentState
 from rehost.agent.throttle import Throttle
 from rehost.agent.tracker import BlockTracker
@@ -108,6 +108,38 @@ def test_chunks_the_store_holds_are_not_sent_again(rep_env: RepEnv, rep_server: 
     assert session.bytes_sent == 0
     assert session.bytes_deduplicated == 4 * MiB
     assert sha_file(rep_env.staging(other, str(image))) == sha_file(image)
+
+
+def test_data_the_store_holds_is_found_after_a_long_run_of_new_data(
+        rep_env: RepEnv, rep_server: ReplicationServer, tmp_path: Path) -> None:
+    """After windows of data the store does not hold the agent stops hashing every window (DedupProbe),
+    but keeps sampling: a long region the store does hold (the same OS as another server) is still
+    mostly not sent, and the staging volume is identical."""
+    held = random.Random(7).randbytes(128 * MiB)
+    first = tmp_path / "first.img"
+    first.write_bytes(held)
+    sync(rep_env, rep_server, tmp_path / "state-a", first, snapshot="snap-request-1")  # into the store
+    image = tmp_path / "second.img"
+    image.write_bytes(random.Random(8).randbytes(64 * MiB) + held)
+    other = "s-0123456789abcdef1"
+    session = sync(rep_env, rep_server, tmp_path / "state-b", image, sid=other)
+    assert session.dedup.windows_skipped > 0  # the new data was not all hashed
+    assert session.bytes_deduplicated >= 64 * MiB
+    assert session.bytes_sent <= len(image.read_bytes()) - 64 * MiB
+    assert sha_file(rep_env.staging(other, str(image))) == sha_file(image)
+
+
+def test_dedup_probe_samples_after_misses_and_recovers_on_a_hit() -> None:
+    probe = DedupProbe()
+    asked = []
+    for _ in range(DedupProbe.MISSES):
+        asked.append(probe.wanted())
+        probe.record(0)
+    assert asked == [True] * DedupProbe.MISSES
+    following = [probe.wanted() for _ in range(4 * DedupProbe.SAMPLE)]
+    assert sum(following) == 4  # one window in SAMPLE
+    probe.record(3)  # a sampled window hit
+    assert all(probe.wanted() for _ in range(DedupProbe.MISSES))
 
 
 def test_compresses_on_a_slow_link(rep_env: RepEnv, rep_server: ReplicationServer, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ A `Session` owns a connected `ReplicationClient` and the disks' `DigestStore`s. 
    up to 32 windows): otherwise a crash after the server applied the bytes, before FLUSH_ACK, would leave
    the old entries, and a block later rewritten to its old content would be skipped;
 3. for the chunks sent whole, ask the server with HAVE (sha256 per 64 KiB chunk) which its chunk store
-   already holds: those it fills in itself;
+   already holds: those it fills in itself. Where asking stops paying (8 windows in a row without a hit:
+   data no other server has), only every 8th window is asked, until one hits again (`DedupProbe`);
 4. WRITE the rest, adjacent chunks coalesced up to 4 MiB, compressed only when the link is slower than the
    compressor (`throttle.CodecChooser`), throttled to ``bandwidthThrottling``; of a chunk a rescan found
    only partly changed (by its 4 KiB block digests), or a tracked chunk only partly written, just those
@@ -104,23 +105,60 @@ class DiskRun:
         self.reader.close()
 
 
+class DedupProbe:
+    """Which windows are worth a HAVE. Hashing every chunk with sha256 is the agent's largest cost on
+    data the store does not hold (a first server, user data), and a HAVE that finds nothing only delays
+    the writes; what the store does hold (the same OS on another server) comes in long runs. So after
+    MISSES windows in a row without a hit only every SAMPLE-th window is asked, and a hit asks every
+    window again. Read by the reading thread, updated by the sending one (plain attribute access)."""
+
+    MISSES = 8
+    SAMPLE = 8
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self._windows = 0
+        self.windows_asked = 0
+        self.windows_skipped = 0
+
+    def wanted(self) -> bool:
+        self._windows += 1
+        ask = self.misses < self.MISSES or self._windows % self.SAMPLE == 0
+        if ask:
+            self.windows_asked += 1
+        else:
+            self.windows_skipped += 1
+        return ask
+
+    def record(self, held: int) -> None:
+        """The HAVE of one window found ``held`` chunks."""
+        self.misses = 0 if held else self.misses + 1
+
+
 class Batch:
-    """Changed chunks of one window of one disk, with the sha256 of each chunk that is sent whole.
+    """Changed chunks of one window of one disk, with the sha256 of each chunk that is sent whole when
+    the window is worth a HAVE (`asks`).
 
     `masks` (tracked writes only) maps a chunk index to the bit mask of its written 4 KiB blocks: a chunk
     with some but not all bits set is sent as just those blocks (a partial chunk). Without `masks` (a scan)
     each chunk's own mask of blocks whose digests changed decides the same way."""
 
-    __slots__ = ("disk", "chunks", "shas", "end", "masks")
+    __slots__ = ("disk", "chunks", "shas", "end", "masks", "asks")
 
     def __init__(
-        self, disk: DiskRun, chunks: list[ChangedChunk], end: int, masks: dict[int, int] | None = None
+        self,
+        disk: DiskRun,
+        chunks: list[ChangedChunk],
+        end: int,
+        masks: dict[int, int] | None = None,
+        probe: DedupProbe | None = None,
     ) -> None:
         self.disk = disk
         self.chunks = chunks
         self.end = end
         self.masks = masks
-        self.shas = [chunk_digest(c.data) if self.whole(c) else b"" for c in chunks]
+        self.asks = any(self.whole(c) for c in chunks) and (probe is None or probe.wanted())
+        self.shas = [chunk_digest(c.data) if self.asks and self.whole(c) else b"" for c in chunks]
 
     @property
     def tracked(self) -> bool:
@@ -187,14 +225,14 @@ def prefetch(items: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
         thread.join(timeout=5)
 
 
-def window_batches(disk: DiskRun, first: int = 0) -> Iterator[Batch]:
+def window_batches(disk: DiskRun, probe: DedupProbe | None = None, first: int = 0) -> Iterator[Batch]:
     """Batches of a full scan from chunk `first`; a window with no change still yields (for progress)."""
     for start in range(first, disk.store.chunks, WINDOW):
         end = min(start + WINDOW, disk.store.chunks)
-        yield Batch(disk, list(scan(disk.reader, disk.store, (start, end))), end)
+        yield Batch(disk, list(scan(disk.reader, disk.store, (start, end))), end, probe=probe)
 
 
-def dirty_batches(disk: DiskRun, dirty: Mapping[int, int]) -> Iterator[Batch]:
+def dirty_batches(disk: DiskRun, dirty: Mapping[int, int], probe: DedupProbe | None = None) -> Iterator[Batch]:
     """Batches for the tracker's dirty chunks ({chunk: block mask}), each run of adjacent chunks read at
     once. Every dirty chunk is sent, even when its digest matches the store's: the digest may already
     include a write whose blocks were not sent yet (see `Session._complete`)."""
@@ -211,7 +249,7 @@ def dirty_batches(disk: DiskRun, dirty: Mapping[int, int]) -> Iterator[Batch]:
                 chunks.append(
                     ChangedChunk(i, i * CHUNK_SIZE, b"" if digest == ZERO_DIGEST else piece, digest)
                 )
-            yield Batch(disk, chunks, -1, {i: dirty[i] for i in range(s, e)})
+            yield Batch(disk, chunks, -1, {i: dirty[i] for i in range(s, e)}, probe)
 
 
 class Session:
@@ -239,6 +277,7 @@ class Session:
         self.bytes_deduplicated = 0  # bytes the server already held (HAVE hits)
         self.bytes_zero = 0
         self._inflight: deque[tuple[Batch, int, list[int]]] = deque()
+        self.dedup = DedupProbe()
         self._next_request = 1
 
     # -- session start -------------------------------------------------------------------------------------
@@ -268,7 +307,7 @@ class Session:
         disk.scanning = "RESCAN" if disk.initial_sync_complete else "INITIAL_SYNC"
         disk.scan_pos = disk.acked_pos = 0
         try:
-            for group in self._groups(prefetch(window_batches(disk))):
+            for group in self._groups(prefetch(window_batches(disk, self.dedup))):
                 for batch in group:
                     self.send_batch(batch)
                     disk.scan_pos = batch.end
@@ -289,7 +328,7 @@ class Session:
     def send_dirty(self, disk: DiskRun, dirty: Mapping[int, int]) -> None:
         """Send the tracker's dirty chunks ({chunk: 4 KiB block mask}): whole chunks as a scan would,
         partly written ones as just their written blocks."""
-        for group in self._groups(prefetch(dirty_batches(disk, dirty))):
+        for group in self._groups(prefetch(dirty_batches(disk, dirty, self.dedup))):
             for batch in group:
                 self.send_batch(batch)
                 self.maybe_flush()
@@ -320,7 +359,7 @@ class Session:
         server answers it while the agent writes, instead of both sides waiting on each other."""
         data_idx = [i for i, c in enumerate(batch.chunks) if batch.whole(c)]
         request_id = 0
-        if data_idx:
+        if data_idx and batch.asks:
             request_id = self._next_request
             self._next_request += 1
             entries = [(batch.chunks[i].index, batch.shas[i]) for i in data_idx]
@@ -336,13 +375,14 @@ class Session:
 
     def _complete(self, batch: Batch, request_id: int, data_idx: list[int]) -> None:
         disk = batch.disk
-        held: list[bool] = []
-        if data_idx:
+        held = [False] * len(data_idx)
+        if request_id:
             reply = self.client.receive(HaveReply)
             assert isinstance(reply, HaveReply)
             if reply.request_id != request_id or reply.count != len(data_idx):
                 raise ProtocolError("HAVE_REPLY does not answer the HAVE")
             held = reply.flags()
+            self.dedup.record(sum(held))
         to_write: list[ChangedChunk] = []
         for i, was_held in zip(data_idx, held):  # noqa: B905 - Python 3.8 has no strict=
             chunk = batch.chunks[i]
