@@ -45,6 +45,8 @@ class Settings:
     # long an agent may stay silent before its replication is STALLED (AGENT_NOT_SEEN).
     monitor_interval: float = 5.0
     agent_silence_seconds: float = 60.0
+    # How often replication servers snapshot a source server's staging volumes while they change.
+    snapshot_interval: float = 600.0
 
     @property
     def db_url(self) -> str:
@@ -70,6 +72,7 @@ def load_settings(
     monitor_interval: float | None = None,
     agent_silence_seconds: float | None = None,
     job_snapshot_timeout: float | None = None,
+    snapshot_interval: float | None = None,
 ) -> Settings:
     """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
     raw_dir = data_dir or _env("DATA_DIR")
@@ -79,7 +82,7 @@ def load_settings(
         raise InvalidInput("no data directory: pass --data-dir or set REHOST_DATA_DIR")
     quota_env = _env("MAX_ACTIVE_SOURCE_SERVERS")
     quotas = Quotas(active_source_servers=active_source_servers or int(quota_env or 150))
-    return Settings(
+    settings = Settings(
         data_dir=Path(raw_dir).resolve(),
         host=host or _env("HOST", "127.0.0.1") or "127.0.0.1",
         port=port if port is not None else int(_env("PORT", "8080") or 8080),
@@ -95,4 +98,23 @@ def load_settings(
         else float(_env("AGENT_SILENCE_SECONDS", "60") or 60),
         job_snapshot_timeout=job_snapshot_timeout if job_snapshot_timeout is not None
         else float(_env("JOB_SNAPSHOT_TIMEOUT", "600") or 600),
+        snapshot_interval=snapshot_interval if snapshot_interval is not None
+        else float(_env("SNAPSHOT_INTERVAL", "600") or 600),
     )
+    _check_durations(settings)
+    return settings
+
+
+def _check_durations(settings: Settings) -> None:
+    from rehost.errors import InvalidInput
+
+    positive = {"monitor interval": settings.monitor_interval, "agent silence": settings.agent_silence_seconds,
+                "job snapshot timeout": settings.job_snapshot_timeout}
+    for name, value in positive.items():
+        if not value > 0:
+            raise InvalidInput(f"the {name} must be a positive number of seconds, not {value:g}")
+    if not settings.snapshot_interval >= 0:
+        raise InvalidInput(f"the snapshot interval must be 0 (off) or a positive number of seconds, "
+                           f"not {settings.snapshot_interval:g}")
+    if not settings.api_rate_limit >= 0:
+        raise InvalidInput(f"the API rate limit must be 0 (off) or positive, not {settings.api_rate_limit:g}")

@@ -7,6 +7,7 @@ import logging
 import secrets
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
@@ -57,7 +58,7 @@ class ControlPlane:
         self.mgn = MgnService(self.store, settings, self.account, Hooks(submit_job=self.runner.submit))
         self.replication = ReplicationServerManager(
             self.store, settings.data_dir, host=settings.replication_host, first_port=settings.replication_port,
-            advertised_host=settings.advertised_replication_host)
+            advertised_host=settings.advertised_replication_host, snapshot_interval=settings.snapshot_interval)
         self.agent = AgentService(self.mgn, ReplicationEndpoints(self.replication.ensure_server_for, self.replication.token_for),
                                   recommend_instance_type=recommended_instance_type)
         self.mgn.hooks.agent_command = self._agent_command
@@ -68,6 +69,10 @@ class ControlPlane:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._last_gc = time.monotonic()
+        self._last_snapshot_note = 0.0
+        # the replication servers' periodic snapshots are looked for a few times per interval, at most
+        # every 30 s (each look reads the manifests of every replicating server)
+        self._snapshot_note_interval = min(30.0, max(settings.monitor_interval, settings.snapshot_interval / 4))
 
     def start(self) -> None:
         """Resume interrupted jobs and start the monitor; call once every part has been attached."""
@@ -82,6 +87,9 @@ class ControlPlane:
             try:
                 self.replication.supervise()
                 self.agent.flag_silent_agents(self.settings.agent_silence_seconds)
+                if time.monotonic() - self._last_snapshot_note > self._snapshot_note_interval:
+                    self._last_snapshot_note = time.monotonic()
+                    self._note_periodic_snapshots()
                 if time.monotonic() - self._last_gc > GC_INTERVAL:
                     self._last_gc = time.monotonic()
                     self._collect_garbage()
@@ -95,6 +103,21 @@ class ControlPlane:
         with SnapshotStore.open(self.settings.data_dir) as store:
             stats = store.gc()
         log.info("chunk store garbage collection: %s", stats)
+
+    def _note_periodic_snapshots(self) -> None:
+        """Report the replication servers' own periodic snapshots as lastSnapshotDateTime."""
+        from rehost.chunkstore.snapshots import SnapshotStore
+
+        if not (self.settings.data_dir / "chunks" / "index.db").is_file():
+            return
+        with SnapshotStore.open(self.settings.data_dir) as store:
+            def latest(server_id: str) -> tuple[str, datetime] | None:
+                snap = store.latest(server_id)
+                return None if snap is None else (snap.snapshot_id, snap.taken_at)
+
+            updated = self.agent.note_periodic_snapshots(latest)
+        if updated:
+            log.info("newer periodic snapshots for %s", ", ".join(updated))
 
     def _agent_command(self, server_id: str, command: str) -> None:
         self.agent.queue_command(server_id, command)

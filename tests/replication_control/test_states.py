@@ -214,3 +214,33 @@ def test_silent_agent_stalls_and_recovers(installer: Path, control_plane: Contro
     wait_for(lambda: staging_matches(cp, agent.sid, image), what="catch-up after the retry")
     info = cp.wait_state(agent.sid, "CONTINUOUS")
     assert "dataReplicationError" not in info
+
+
+def test_periodic_snapshots_advance_last_snapshot(installer: Path, tmp_path: Path) -> None:
+    """The replication server snapshots on its own while data changes (every 3 s here, MGN's 10 minutes by
+    default); DescribeSourceServers shows the newest one as lastSnapshotDateTime, and it holds the change."""
+    from .conftest import _start_control_plane, _stop_control_plane
+
+    cp = _start_control_plane(tmp_path, "--snapshot-interval", "3")
+    agent = None
+    try:
+        image = make_image(tmp_path / "disk.img", 8 * MiB, [(0, 2 * MiB)])
+        agent = Agent(installer, cp, str(image), tmp_path / "a")
+        wait_for(lambda: cp.server(agent.sid)["lifeCycle"]["state"] == "READY_FOR_TEST", timeout=90,
+                 what="READY_FOR_TEST")
+        first = _parse(cp.replication(agent.sid)["lastSnapshotDateTime"])
+        _write(image, 5 * MiB, 8192)  # the agent's periodic rescan sends it; no one asks for a snapshot
+        later = wait_for(lambda: (t := _parse(cp.replication(agent.sid)["lastSnapshotDateTime"])) > first and t,
+                         timeout=60, what="a newer lastSnapshotDateTime")
+        listed = json.loads(rehost_cli("snapshot", "list", agent.sid, "--output", "json", data_dir=cp.data_dir).stdout)
+        newest = max(listed["snapshots"], key=lambda s: s["takenAt"])
+        assert abs((_parse(newest["takenAt"]) - later).total_seconds()) < 0.001
+        out = tmp_path / "snap.img"
+        rehost_cli("snapshot", "export", agent.sid, "--disk", str(image), "--snapshot", newest["snapshotID"],
+                   "--output", str(out), data_dir=cp.data_dir)
+        assert sha_file(out) == sha_file(image)
+        assert cp.server(agent.sid)["lifeCycle"]["state"] == "READY_FOR_TEST"
+    finally:
+        if agent is not None:
+            agent.stop()
+        _stop_control_plane(cp)

@@ -268,8 +268,7 @@ class AgentService:
             if lagSeconds is not None and initialSyncComplete:
                 info["lagDuration"] = ids.iso_duration(lagSeconds)
             if lastSnapshot and lastSnapshot.get("dateTime"):
-                info["lastSnapshotDateTime"] = lastSnapshot["dateTime"]
-                doc["_lastSnapshotID"] = lastSnapshot.get("snapshotID")
+                _advance_last_snapshot(doc, lastSnapshot["dateTime"], lastSnapshot.get("snapshotID"))
             if error:
                 info["dataReplicationError"] = {k: error[k] for k in ("error", "rawError") if k in error}
             if initialSyncComplete and info.get("lastSnapshotDateTime"):
@@ -330,6 +329,31 @@ class AgentService:
                     repo.save_server(conn, doc)
                     flagged.append(doc["sourceServerID"])
         return flagged
+
+    def note_periodic_snapshots(self, latest: Callable[[str], tuple[str, datetime] | None]) -> list[str]:
+        """Advance lastSnapshotDateTime to the newest snapshot in the store, ``latest(server_id)`` giving its
+        ID and time: the replication servers snapshot on their own every few minutes while data changes,
+        and the agent does not hear of those. Only servers whose agent has reported a snapshot after the
+        initial sync are considered, so that a snapshot of a half-synced disk never makes one launchable.
+        Returns the IDs of the servers updated."""
+        with self.store.transaction() as conn:
+            candidates = [doc["sourceServerID"] for _, doc in repo.query_servers(conn, is_archived=False)
+                          if (doc.get("dataReplicationInfo") or {}).get("lastSnapshotDateTime")]
+        updated: list[str] = []
+        for server_id in candidates:
+            newest = latest(server_id)
+            if newest is None:
+                continue
+            snapshot_id, taken_at = newest
+            with self.store.transaction() as conn:
+                try:
+                    doc = repo.load_server(conn, server_id)
+                except NotFound:
+                    continue
+                if _advance_last_snapshot(doc, str(ids.iso(taken_at)), snapshot_id):
+                    repo.save_server(conn, doc)
+                    updated.append(server_id)
+        return updated
 
     # -- commands ---------------------------------------------------------------------------------------
 
@@ -433,3 +457,14 @@ class AgentService:
 
     def update_agent_conversion_info_for_mgn(self, **_: Any) -> dict[str, Any]:
         return {}
+
+
+def _advance_last_snapshot(doc: dict[str, Any], date_time: str, snapshot_id: str | None) -> bool:
+    """Record a snapshot as the server's last one unless a newer one is recorded; True if recorded."""
+    info = doc.setdefault("dataReplicationInfo", {})
+    current = info.get("lastSnapshotDateTime")
+    if doc.get("_lastSnapshotID") == snapshot_id or (current and ids.parse_iso(current) >= ids.parse_iso(date_time)):
+        return False
+    info["lastSnapshotDateTime"] = date_time
+    doc["_lastSnapshotID"] = snapshot_id
+    return True
