@@ -60,7 +60,9 @@ class ControlPlane:
             self.store, settings.data_dir, host=settings.replication_host, first_port=settings.replication_port,
             advertised_host=settings.advertised_replication_host, snapshot_interval=settings.snapshot_interval)
         self.agent = AgentService(self.mgn, ReplicationEndpoints(self.replication.ensure_server_for, self.replication.token_for),
-                                  recommend_instance_type=recommended_instance_type)
+                                  recommend_instance_type=recommended_instance_type,
+                                  agent_credentials=self.iam.issue_agent_credentials)
+        self.mgn.hooks.server_deleted = self.iam.revoke_agent_credentials
         self.mgn.hooks.agent_command = self._agent_command
         self.mgn.hooks.release_replication = self.replication.release
         self.runner.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)

@@ -4,6 +4,7 @@ writes, and the user's mistakes end in one line and a non-zero exit with nothing
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -287,3 +288,39 @@ def test_temporary_credentials_ask_for_the_session_token(installer: Path, contro
         assert re.search(r"source server ID: s-[0-9a-f]{17}\.", proc.stdout)
     finally:
         stop_background(state)
+
+
+def test_installation_policy_is_enough_and_the_agent_outlives_the_installer_key(
+        installer: Path, control_plane: RunningServer, tmp_path: Path) -> None:
+    """Installer credentials allowed only MGN's installation calls install the agent, which then signs with
+    a key of its own: deleting the installer's user afterwards does not stop replication."""
+    cp = control_plane
+    cli_json("iam", "create-user", "installer", data_dir=cp.data_dir)
+    rehost_cli("iam", "attach-user-policy", "installer", "AWSApplicationMigrationAgentInstallationPolicy",
+               data_dir=cp.data_dir)
+    key = cp.access_key("installer")
+    image = make_image(tmp_path / "disk.img", 8 * MiB, [(0, 2 * MiB)])
+    state = tmp_path / "state"
+    agent = subprocess.Popen([PY, "-I", str(installer), *flags(cp, key, "--no-prompt", "--devices", str(image),
+                                                               "--state-dir", str(state), "--foreground")],
+                             stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "wb"), text=True)
+    try:
+        sid, _ = read_install(agent)
+        saved = json.loads((state / "credentials.json").read_text())
+        assert saved["accessKeyId"] != key[0]
+        assert (state / "credentials.json").stat().st_mode & 0o777 == 0o600
+        mgn = cp.client(cp.access_key())
+        wait_for(lambda: mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]
+                 ["lifeCycle"]["state"] == "READY_FOR_TEST", what="READY_FOR_TEST")
+        rehost_cli("iam", "delete-user", "installer", data_dir=cp.data_dir)
+        with open(image, "r+b") as f:
+            f.seek(5 * MiB)
+            f.write(os.urandom(8192))
+        wait_for(lambda: staging_matches(cp, sid, image), what="the write after the installer's key is gone")
+        seen = mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]
+        info = seen["dataReplicationInfo"]
+        assert info["dataReplicationState"] in ("CONTINUOUS", "RESCAN") and "dataReplicationError" not in info
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=60)
+    assert rc == 0, (tmp_path / "agent.log").read_text()[-3000:]

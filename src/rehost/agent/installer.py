@@ -192,6 +192,11 @@ def install(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "agentPath": agent_path,
         "agentVersion": AGENT_VERSION,
     }
+    # From now on the agent signs with a key of its own, for its own server only (older control planes
+    # issue none: then it keeps the installer's).
+    issued = reply.get("agentCredentials") or {}
+    if issued.get("accessKeyId") and issued.get("secretAccessKey"):
+        creds = Credentials(str(issued["accessKeyId"]), str(issued["secretAccessKey"]))
     state.save_credentials(creds)
     state.save_identity(identity)
     state.reset_for(sid)

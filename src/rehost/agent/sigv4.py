@@ -2,7 +2,8 @@
 
 `sign_request` returns the headers to send with a request so that any SigV4 verifier (botocore's
 ``SigV4Auth`` computes the same signature, and rehost's ``api.auth.sigv4`` checks it) accepts it. The
-agent signs with the installer's credentials; the signing name is ``mgn`` (the agent API's service).
+installer signs with the credentials it is given, the installed agent with the key the control plane issued
+it at registration (its own server's calls only); the signing name is ``mgn`` (the agent API's service).
 """
 
 from __future__ import annotations

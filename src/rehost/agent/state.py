@@ -2,7 +2,7 @@
 
 ```
 identity.json      source server ID, endpoint, region, the chosen disks (written by the installer)
-credentials.json   the access key the agent signs with (mode 0600)
+credentials.json   the access key the agent signs with, issued to it at registration (mode 0600)
 replication.json   the last sequence number used and, per disk, the last one the server acknowledged
                    and whether its initial sync completed
 digests/<disk>.digests   per-chunk digests of what the server holds durably (rescan.DigestStore)

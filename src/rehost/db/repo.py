@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
 
 from rehost.db import schema
 from rehost.errors import NotFound
@@ -79,7 +79,7 @@ def query_servers(
     after_seq: int | None = None, limit: int | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
     t = schema.source_servers
-    conds = []
+    conds: list[ColumnElement[bool]] = []
     if ids:
         conds.append(t.c.id.in_(list(ids)))
     if is_archived is not None:

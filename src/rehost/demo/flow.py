@@ -181,7 +181,11 @@ class Demo:
                  "--port", str(self.cp_port), "--replication-port", str(self.rs_port),
                  "--advertise-replication-host", GUEST_HOST_IP],
                 stdout=log, stderr=log)
-            self._cleanups.append(lambda: (server.terminate(), server.wait(30)))
+            def stop_server() -> None:
+                server.terminate()
+                server.wait(30)
+
+            self._cleanups.append(stop_server)
             self._wait("the control plane", lambda: self._get(f"http://127.0.0.1:{self.cp_port}/healthz"), 60, 0.2)
 
         with self.step("Step 3: boot the source server (IDE disk, e1000 NIC) and open its site"):

@@ -26,6 +26,8 @@ from rehost.db.store import Store
 from rehost.errors import Conflict, InvalidInput, NotFound, StorageError
 
 USER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+AGENT_USER_PREFIX = "mgn-agent-"  # the user of one source server's agent: mgn-agent-s-...
+AGENT_POLICY_NAME = "rehost-agent"
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 
@@ -126,6 +128,39 @@ class IamDirectory:
             conn.execute(delete(schema.iam_user_policies).where(schema.iam_user_policies.c.user_name == name))
             conn.execute(delete(schema.iam_users).where(schema.iam_users.c.name == name))
         return {}
+
+    # -- agents ---------------------------------------------------------------------------------------
+
+    def issue_agent_credentials(self, server_id: str, server_arn: str) -> dict[str, str]:
+        """The access key a source server's agent signs with once installed: of a user of its own
+        (``mgn-agent-<server ID>``) whose one policy is AWSApplicationMigrationAgentPolicy_v2 with the
+        server's ARN for the session's SourceIdentity, so the agent can make its runtime calls for its own
+        server and nothing else, whatever credentials the installer was given. Issuing again (the agent
+        installed again) replaces the previous key."""
+        from rehost.iam.managed import get_managed_policy
+
+        name = AGENT_USER_PREFIX + server_id
+        try:
+            self.get_user(name)
+        except NotFound:
+            self.create_user(name)
+        doc = get_managed_policy("AWSApplicationMigrationAgentPolicy_v2")
+        for statement in doc["Statement"]:
+            statement["Resource"] = server_arn
+        self.put_user_policy(name, AGENT_POLICY_NAME, doc)
+        t = schema.iam_access_keys
+        with self.store.transaction() as conn:
+            conn.execute(delete(t).where(t.c.user_name == name))
+        key = self.create_access_key(name)["AccessKey"]
+        return {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+
+    def revoke_agent_credentials(self, server_id: str) -> bool:
+        """Delete the agent user of a source server that no longer exists; True if there was one."""
+        try:
+            self.delete_user(AGENT_USER_PREFIX + server_id)
+        except NotFound:
+            return False
+        return True
 
     # -- policies -------------------------------------------------------------------------------------
 

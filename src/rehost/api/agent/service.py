@@ -59,11 +59,14 @@ class ReplicationEndpoints:
 
 class AgentService:
     def __init__(self, mgn: MgnService, endpoints: ReplicationEndpoints | None = None,
-                 recommend_instance_type: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+                 recommend_instance_type: Callable[[dict[str, Any]], str | None] | None = None,
+                 agent_credentials: Callable[[str, str], dict[str, str]] | None = None) -> None:
         self.mgn = mgn
         self.store = mgn.store
         self.endpoints = endpoints or ReplicationEndpoints()
         self.recommend = recommend_instance_type or (lambda props: None)
+        # (server ID, server ARN) -> the access key the installed agent signs with from then on
+        self.agent_credentials = agent_credentials
 
     # -- registration -----------------------------------------------------------------------------------
 
@@ -103,8 +106,11 @@ class AgentService:
                 repo.put_tags(conn, doc["arn"], tags or {})
                 is_new = True
             active = repo.count_servers(conn, active_only=True)
-        return {"sourceServerID": doc["sourceServerID"], "arn": doc["arn"], "isNew": is_new,
-                "activeSourceServers": active, "quota": quotas.active_source_servers}
+        reply = {"sourceServerID": doc["sourceServerID"], "arn": doc["arn"], "isNew": is_new,
+                 "activeSourceServers": active, "quota": quotas.active_source_servers}
+        if self.agent_credentials is not None:
+            reply["agentCredentials"] = self.agent_credentials(doc["sourceServerID"], doc["arn"])
+        return reply
 
     def _initial_replication_info(self, no_replication: bool) -> dict[str, Any]:
         state = DataReplicationState.STOPPED if no_replication else DataReplicationState.INITIATING

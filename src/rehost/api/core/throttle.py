@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from rehost.api.core.errors import AwsError
 
@@ -15,7 +16,7 @@ class RateLimiter:
     Thread-safe. Buckets of keys not seen for a minute are dropped, so memory follows the active keys.
     """
 
-    def __init__(self, rate: float, burst: float | None = None, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, 2 * rate)
         self._clock = clock

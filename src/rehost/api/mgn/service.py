@@ -33,6 +33,7 @@ class Hooks:
     submit_job: Callable[[str], None] = lambda job_id: None
     agent_command: Callable[[str, str], None] = lambda server_id, command: None
     release_replication: Callable[[str], None] = lambda server_id: None
+    server_deleted: Callable[[str], object] = lambda server_id: None
     create_ec2_launch_template: Callable[[Connection, str, str], str] | None = None
 
 
@@ -195,6 +196,7 @@ class MgnService:
                                resource_type="SOURCE_SERVER")
             repo.delete_server(conn, sourceServerID)
             repo.remove_tags(conn, doc["arn"])
+        self.hooks.server_deleted(sourceServerID)
         return {}
 
     def mark_as_archived(self, sourceServerID: str) -> dict[str, Any]:
@@ -298,7 +300,7 @@ class MgnService:
                     raise Conflict(f"Source server {sid} has no launched instance to terminate.", resource_id=sid,
                                    resource_type="SOURCE_SERVER")
                 repo.save_server(conn, doc)
-            job = {
+            job: dict[str, Any] = {
                 "jobID": job_id, "arn": self.account.arn(f"job/{job_id}"), "type": job_type.value,
                 "initiatedBy": initiated_by.value, "creationDateTime": ids.iso(now), "status": JobStatus.PENDING.value,
                 "participatingServers": [{"sourceServerID": sid, "launchStatus": LaunchStatus.PENDING.value} for sid in server_ids],
