@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
@@ -63,6 +64,7 @@ class ControlPlane:
                                   recommend_instance_type=recommended_instance_type,
                                   agent_credentials=self.iam.issue_agent_credentials)
         self.mgn.hooks.server_deleted = self.iam.revoke_agent_credentials
+        self.mgn.hooks.replication_changed = self._replication_changed
         self.mgn.hooks.agent_command = self._agent_command
         self.mgn.hooks.release_replication = self.replication.release
         self.runner.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
@@ -121,6 +123,16 @@ class ControlPlane:
         if updated:
             log.info("newer periodic snapshots for %s", ", ".join(updated))
 
+    def _replication_changed(self, server_doc: dict[str, Any]) -> None:
+        """New replication settings that call for another replication server (useDedicatedReplicationServer,
+        instance type, subnet, ...): the agent reconnects, is paired with the right one, and the one it
+        leaves stops if nobody else uses it. Its staging volumes move along: they are the source server's."""
+        state = (server_doc.get("dataReplicationInfo") or {}).get("dataReplicationState")
+        if state in ("PAUSED", "STOPPED", "DISCONNECTED") or self.replication.serves(server_doc):
+            return
+        log.info("%s: replication settings changed; moving it to another replication server", server_doc["sourceServerID"])
+        self.agent.queue_command(server_doc["sourceServerID"], "RECONNECT")
+
     def _agent_command(self, server_id: str, command: str) -> None:
         self.agent.queue_command(server_id, command)
 
@@ -138,6 +150,8 @@ class ControlPlane:
 
     def close(self) -> None:
         self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=60)  # a pass in progress must not restart what stop_all stops
         self.runner.shutdown()
         self.replication.stop_all()
         self.store.close()

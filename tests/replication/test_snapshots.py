@@ -154,3 +154,43 @@ def test_periodic_snapshot_at_flush_boundary(env: Env, tmp_path: Path) -> None:
         assert export_sha(env, tmp_path, SID, snaps[0].snapshot_id) == sha(data)
     finally:
         srv.stop(timeout=10)
+
+
+def test_a_source_left_without_a_session_is_snapshotted_and_released(env: Env, tmp_path: Path) -> None:
+    """When the agent goes away, the replication server snapshots what it staged since the last snapshot
+    (the agent may never come back) and releases the staging volumes, which another replication server
+    (the source server moved) can then open; a new session here opens them again."""
+    from rehost.replication.staging import SourceStaging, StagingBusy
+
+    config = ServerConfig(data_dir=env.data_dir, server_id="rs-release", port=0, snapshot_interval=3600)
+    srv = ReplicationServer(config, server_context(env.data_dir))
+    srv.start()
+    try:
+        data = make_disk(MiB, seed=11)
+        with client(env, srv.address) as c:
+            c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
+            send_disk(c, 0, data)
+            c.flush(1)
+            with SnapshotStore.open(env.data_dir) as store:
+                assert store.list(SID) == []  # the hourly timer has not fired
+        deadline = time.monotonic() + 30
+        snaps: list = []
+        while not snaps and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with SnapshotStore.open(env.data_dir) as store:
+                snaps = store.list(SID)
+        assert snaps and export_sha(env, tmp_path, SID, snaps[0].snapshot_id) == sha(data)
+        staging = None
+        while staging is None and time.monotonic() < deadline:  # the lock is released right after
+            try:
+                staging = SourceStaging(env.data_dir, SID)
+            except StagingBusy:
+                time.sleep(0.1)
+        assert staging is not None, "the staging volumes stayed locked"
+        staging.close()
+        with client(env, srv.address) as c:  # and the server itself takes them again
+            hello = c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
+            assert [(d.durable_seq, d.is_new) for d in hello.disks] == [(1, False)]
+    finally:
+        srv.stop(timeout=10)
+    assert file_sha(env.staging(SID)) == sha(data)

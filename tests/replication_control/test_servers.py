@@ -21,14 +21,19 @@ def _replicating(cp: ControlPlane, agent: Agent, image: Path) -> dict:
     return cp.wait_state(agent.sid, "CONTINUOUS")
 
 
+def _agents_on_images(installer: Path, cp: ControlPlane, agents: list[Agent], tmp_path: Path,
+                      count: int) -> tuple[list[Path], list[Agent]]:
+    """`count` 8 MiB images with 2 MiB of data each, an agent installed on each."""
+    images = [make_image(tmp_path / f"disk{i}.img", 8 * MiB, [(i * MiB, 2 * MiB)], seed=i) for i in range(count)]
+    started = [Agent(installer, cp, str(image), tmp_path / name) for image, name in zip(images[:2], "ab", strict=True)]
+    agents.extend(started)
+    return images, started
+
+
 def test_shared_and_dedicated_replication_servers(installer: Path, control_plane: ControlPlane, agents: list[Agent],
                                                   tmp_path: Path) -> None:
     cp = control_plane
-    images = [make_image(tmp_path / f"disk{i}.img", 8 * MiB, [(i * MiB, 2 * MiB)], seed=i) for i in range(3)]
-    a = Agent(installer, cp, str(images[0]), tmp_path / "a")
-    agents.append(a)
-    b = Agent(installer, cp, str(images[1]), tmp_path / "b")
-    agents.append(b)
+    images, (a, b) = _agents_on_images(installer, cp, agents, tmp_path, 3)
     assert a.sid != b.sid
     info_a, info_b = _replicating(cp, a, images[0]), _replicating(cp, b, images[1])
     # Identical settings: one replication server for both.
@@ -101,3 +106,37 @@ def test_killed_replication_server_restarts_on_its_port(installer: Path, control
     ports = re.findall(r"^listening on 127\.0\.0\.1:(\d+)$", cp.rs_log(rs), re.M)
     assert len(ports) == 4 and len(set(ports)) == 1, ports
     assert cp.state(agent.sid) != "STALLED"
+
+
+def test_changing_to_a_dedicated_replication_server_moves_a_replicating_server(
+        installer: Path, control_plane: ControlPlane, agents: list[Agent], tmp_path: Path) -> None:
+    """UpdateReplicationConfiguration(useDedicatedReplicationServer) on a server that replicates: its agent
+    reconnects to a replication server of its own, which opens the same staging volumes (no resync), the
+    other server stays where it was, and changing back stops the dedicated one again."""
+    cp = control_plane
+    images, (a, b) = _agents_on_images(installer, cp, agents, tmp_path, 2)
+    shared = _replicating(cp, a, images[0])["replicatorId"]
+    assert _replicating(cp, b, images[1])["replicatorId"] == shared
+
+    cp.mgn.update_replication_configuration(sourceServerID=a.sid, useDedicatedReplicationServer=True)
+    moved = wait_for(lambda: (rid := cp.replication(a.sid).get("replicatorId")) != shared and rid,
+                     timeout=60, what=f"{a.sid} on a dedicated replication server")
+    wait_for(lambda: sorted(cp.replication_servers()) == sorted([shared, moved]), what="two replication servers")
+    for i, agent in enumerate((a, b)):
+        with open(images[i], "r+b") as f:
+            f.seek(6 * MiB)
+            f.write(os.urandom(100_000))
+        wait_for(lambda agent=agent, i=i: staging_matches(cp, agent.sid, images[i]), what=f"a write of {agent.sid}")
+    assert f"{a.sid} connected" in cp.rs_log(moved) and f"{b.sid} connected" not in cp.rs_log(moved)
+    # the dedicated server resumed from the staging volume the shared one had written: nothing resent whole
+    assert re.search(rf"{a.sid} connected, disks .*resume \[\(\d+, False\)\]", cp.rs_log(moved)), cp.rs_log(moved)
+    assert cp.replication(b.sid)["replicatorId"] == shared
+
+    cp.mgn.update_replication_configuration(sourceServerID=a.sid, useDedicatedReplicationServer=False)
+    wait_for(lambda: cp.replication(a.sid).get("replicatorId") == shared, timeout=60, what=f"{a.sid} back on {shared}")
+    wait_for(lambda: list(cp.replication_servers()) == [shared], what="the dedicated replication server to stop")
+    with open(images[0], "r+b") as f:
+        f.seek(7 * MiB)
+        f.write(os.urandom(50_000))
+    wait_for(lambda: staging_matches(cp, a.sid, images[0]), what="a write after moving back")
+    assert cp.state(a.sid) != "STALLED" and cp.state(b.sid) != "STALLED"

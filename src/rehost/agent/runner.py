@@ -276,6 +276,9 @@ class Agent:
                         self.stopped.set()
                 elif kind in ("RESUME", "START"):
                     self.interrupt.clear()
+                elif kind == "RECONNECT":
+                    # paired with another replication server: end this session, ask where to go next
+                    keep = False
                 else:
                     raise RehostError(f"unknown command {kind}")
             except RehostError as exc:
@@ -317,8 +320,8 @@ class Agent:
                 if now >= next_poll:
                     next_poll = now + self.poll_seconds
                     for cmd in self.api.get_commands(self.source_server_id):
-                        if cmd.get("type") in _STOPPING:
-                            self.interrupt.set()
+                        if cmd.get("type") in _STOPPING or cmd.get("type") == "RECONNECT":
+                            self.interrupt.set()  # a long scan stops where it is
                         self.commands.put(cmd)
                 if now >= next_metrics:
                     next_metrics = now + self.metrics_seconds

@@ -75,6 +75,7 @@ class ReplicationServerManager:
         self._ca_pem: str | None = None
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._closed = False
 
     @property
     def ca_pem(self) -> str:
@@ -116,6 +117,12 @@ class ReplicationServerManager:
                 log.error("cannot start a replication server: %s", exc)
                 return {}
             self._assign(server_doc["sourceServerID"], rs_id)
+            # A server whose settings changed leaves the replication server it used; one left unused stops
+            # (its staging stays: it is the source server's, and the new replication server opens it).
+            to_stop = self._leave(server_doc["sourceServerID"], keep=rs_id)
+        for old_id, old_pid in to_stop:
+            log.info("replication server %s has no source server left; stopping it", old_id)
+            self._stop(old_id, old_pid)
         return {"host": self.advertised_host, "port": port, "caCertPem": self.ca_pem, "replicatorId": rs_id}
 
     def _assign(self, source_server_id: str, rs_id: str) -> None:
@@ -128,6 +135,38 @@ class ReplicationServerManager:
                 members.add(source_server_id)
                 doc["sourceServers"] = sorted(members)
                 conn.execute(update(t).where(t.c.id == rs_id).values(doc=doc))
+
+    def _leave(self, source_server_id: str, keep: str | None = None) -> list[tuple[str, int | None]]:
+        """Remove the source server from every replication server but ``keep``; returns the ones left with
+        no source server (deleted from the table, to be stopped by the caller). The caller holds _lock."""
+        t = schema.replication_servers
+        to_stop: list[tuple[str, int | None]] = []
+        with self.store.transaction() as conn:
+            for row in conn.execute(select(t)).all():
+                doc = dict(row.doc)
+                members = [m for m in doc.get("sourceServers", []) if m != source_server_id]
+                if row.id == keep or len(members) == len(doc.get("sourceServers", [])):
+                    continue
+                if members:
+                    doc["sourceServers"] = members
+                    conn.execute(update(t).where(t.c.id == row.id).values(doc=doc))
+                else:
+                    conn.execute(delete(t).where(t.c.id == row.id))
+                    to_stop.append((row.id, row.pid))
+        return to_stop
+
+    def serves(self, server_doc: dict[str, Any]) -> bool:
+        """Whether the replication server the source server is assigned to matches its settings (False once
+        useDedicatedReplicationServer or a setting that shapes replication servers changed)."""
+        config = server_doc.get("_replicationConfiguration", {})
+        key = replication_server_key(config)
+        dedicated = server_doc["sourceServerID"] if config.get("useDedicatedReplicationServer") else None
+        t = schema.replication_servers
+        with self.store.read() as conn:
+            for row in conn.execute(select(t)).all():
+                if server_doc["sourceServerID"] in (row.doc or {}).get("sourceServers", []):
+                    return bool(row.config_key == key and row.dedicated_to == dedicated)
+        return True  # not assigned yet: the agent is paired with the right one when it asks
 
     def _alive(self, rs_id: str, pid: int | None) -> bool:
         """Whether the replication server still runs. A process this manager started is asked through
@@ -160,6 +199,8 @@ class ReplicationServerManager:
         return port
 
     def _spawn(self, rs_id: str, wanted_port: int | None) -> tuple[int, int]:
+        if self._closed:
+            raise ReplicationError("the control plane is shutting down")
         _ = self.ca_pem  # the TLS material must exist before the server reads it
         port = self._pick_port(wanted_port)
         logs = self.data_dir / "logs"
@@ -186,21 +227,8 @@ class ReplicationServerManager:
 
     def release(self, source_server_id: str) -> None:
         """Free what this source server used: its share of a replication server and its staging volumes."""
-        t = schema.replication_servers
-        to_stop: list[tuple[str, int | None]] = []
         with self._lock:
-            with self.store.transaction() as conn:
-                for row in conn.execute(select(t)).all():
-                    doc = dict(row.doc)
-                    members = [m for m in doc.get("sourceServers", []) if m != source_server_id]
-                    if len(members) == len(doc.get("sourceServers", [])):
-                        continue
-                    if members:
-                        doc["sourceServers"] = members
-                        conn.execute(update(t).where(t.c.id == row.id).values(doc=doc))
-                    else:
-                        conn.execute(delete(t).where(t.c.id == row.id))
-                        to_stop.append((row.id, row.pid))
+            to_stop = self._leave(source_server_id)
         for rs_id, pid in to_stop:
             self._stop(rs_id, pid)
         shutil.rmtree(self.data_dir / "staging" / source_server_id, ignore_errors=True)
@@ -222,8 +250,13 @@ class ReplicationServerManager:
             rows = conn.execute(select(schema.replication_servers)).all()
         for row in rows:
             if not self._alive(row.id, row.pid):
-                log.warning("replication server %s is not running; restarting it", row.id)
                 with self._lock:
+                    with self.store.read() as conn:  # stopped on purpose meanwhile (no source server left)?
+                        current = conn.execute(select(schema.replication_servers.c.pid)
+                                               .where(schema.replication_servers.c.id == row.id)).first()
+                    if current is None or self._alive(row.id, current.pid):
+                        continue
+                    log.warning("replication server %s is not running; restarting it", row.id)
                     try:
                         pid, port = self._spawn(row.id, row.port)
                     except ReplicationError as exc:
@@ -234,7 +267,11 @@ class ReplicationServerManager:
                                      .values(pid=pid, port=port))
 
     def stop_all(self) -> None:
-        """Stop the processes this control plane started (on shutdown); their records stay for re-attach."""
+        """Stop the processes this control plane started (on shutdown); their records stay for re-attach.
+        From then on nothing starts a replication server again (an agent's request or the monitor racing
+        the shutdown would leave one running with no control plane)."""
+        with self._lock:
+            self._closed = True
         for proc in self._procs.values():
             proc.terminate()
         for proc in self._procs.values():

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_DISKS = 64
 MAX_DISK_SIZE = 1 << 50  # 1 PiB: beyond that a size is a mistake, not a disk
 POLL = 0.5  # seconds between checks of the stop flag while a connection is idle
+RELEASE_AFTER = 1.0  # seconds a source server's staging stays open with no session
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class SourceState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     session: Session | None = None
     last_snapshot: float = field(default_factory=time.monotonic)
+    idle_since: float | None = None  # when its last session ended (None while one is attached)
+    closed: bool = False  # released: a session that finds it closed attaches again
 
 
 class _Stop(Exception):
@@ -467,10 +470,11 @@ class ReplicationServer:
         """Bind ``session`` to its source server, superseding an older session of the same server."""
         with self._sources_lock:
             source = self._sources.get(source_server_id)
-            if source is None:
+            if source is None or source.closed:
                 source = SourceState(source_server_id, SourceStaging(self.config.data_dir, source_server_id))
                 self._sources[source_server_id] = source
             old, source.session = source.session, session
+            source.idle_since = None
             session.source = source
             session.previous = old
         if old is not None:
@@ -482,6 +486,37 @@ class ReplicationServer:
         with self._sources_lock:
             if source.session is session:
                 source.session = None
+                source.idle_since = time.monotonic()
+
+    def _release_idle(self) -> None:
+        """Close the staging of source servers whose agent left RELEASE_AFTER ago, so that another
+        replication server can take them over (a source server moved by a change of its replication
+        settings, the lock on its staging released); what was staged since the last snapshot is
+        snapshotted first when periodic snapshots are on (the agent may never come back, and a launch
+        then uses the newest snapshot). A new session opens the staging again."""
+        now = time.monotonic()
+        with self._sources_lock:
+            idle = [s for s in self._sources.values()
+                    if s.session is None and s.idle_since is not None and now - s.idle_since >= RELEASE_AFTER]
+        for source in idle:
+            with source.lock:
+                if source.session is not None or source.closed:
+                    continue
+                if self.config.snapshot_interval > 0 and not source.staging.in_flight \
+                        and source.staging.has_changes():
+                    try:
+                        _, taken_at = self.take_snapshot(source)
+                        self._apply_retention(source, taken_at)
+                    except RehostError as exc:
+                        log.error("%s: snapshot before release failed: %s", source.source_server_id, exc.message)
+            with self._sources_lock, source.lock:
+                if source.session is not None or source.closed:
+                    continue
+                source.closed = True
+                source.staging.close()
+                if self._sources.get(source.source_server_id) is source:
+                    del self._sources[source.source_server_id]
+            log.info("%s: staging released (no session)", source.source_server_id)
 
     # -- snapshots ---------------------------------------------------------------------------------------
 
@@ -514,15 +549,18 @@ class ReplicationServer:
 
     def _timer_loop(self) -> None:
         interval = self.config.snapshot_interval
-        if interval <= 0:
-            return
-        while not self.stopping.wait(min(5.0, max(0.2, interval / 4))):
+        while not self.stopping.wait(min(RELEASE_AFTER, max(0.2, interval / 4)) if interval > 0 else RELEASE_AFTER):
+            self._release_idle()
+            if interval <= 0:
+                continue
             with self._sources_lock:
                 sources = list(self._sources.values())
             for source in sources:
                 if time.monotonic() - source.last_snapshot < interval:
                     continue
                 with source.lock:
+                    if source.closed:
+                        continue
                     # only at a FLUSH boundary: staged data between two FLUSHes may be half a write
                     if source.staging.in_flight or not source.staging.has_changes():
                         continue

@@ -34,7 +34,7 @@ def _metric_time(value: Any) -> datetime:
     return ids.parse_iso(str(value))
 
 
-COMMAND_TYPES = ("SNAPSHOT", "SYNC_SNAPSHOT", "RESCAN", "PAUSE", "RESUME", "STOP", "START", "DISCONNECT")
+COMMAND_TYPES = ("SNAPSHOT", "SYNC_SNAPSHOT", "RESCAN", "PAUSE", "RESUME", "STOP", "START", "DISCONNECT", "RECONNECT")
 
 
 def identity_key(hints: dict[str, Any]) -> str:

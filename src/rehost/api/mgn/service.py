@@ -34,6 +34,7 @@ class Hooks:
     agent_command: Callable[[str, str], None] = lambda server_id, command: None
     release_replication: Callable[[str], None] = lambda server_id: None
     server_deleted: Callable[[str], object] = lambda server_id: None
+    replication_changed: Callable[[dict[str, Any]], None] = lambda server_doc: None
     create_ec2_launch_template: Callable[[Connection, str, str], str] | None = None
 
 
@@ -447,7 +448,8 @@ class MgnService:
                     raise InvalidInput(f"Source server {sourceServerID} has no disk {disk['deviceName']}.")
             config.update(tpl.pick(params, tpl.REPLICATION_FIELDS + ("name", "replicatedDisks")))
             repo.save_server(conn, doc)
-            return dict(config)
+        self.hooks.replication_changed(doc)
+        return dict(config)
 
     def get_launch_configuration(self, sourceServerID: str) -> dict[str, Any]:
         with self.store.read() as conn:
