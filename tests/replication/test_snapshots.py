@@ -134,22 +134,32 @@ def test_unflushed_writes_at_kill9_make_the_next_snapshot_complete(
     assert export_sha(env, tmp_path, SID, snap.snapshot_id) == file_sha(env.staging(SID))
 
 
-def test_periodic_snapshot_at_flush_boundary(env: Env, tmp_path: Path) -> None:
-    config = ServerConfig(data_dir=env.data_dir, server_id="rs-timer", port=0, snapshot_interval=0.5)
-    srv = ReplicationServer(config, server_context(env.data_dir))
+def _timed_server(env: Env, server_id: str, interval: float) -> ReplicationServer:
+    srv = ReplicationServer(ServerConfig(data_dir=env.data_dir, server_id=server_id, port=0,
+                                         snapshot_interval=interval), server_context(env.data_dir))
     srv.start()
+    return srv
+
+
+def _snapshots_within(env: Env, seconds: float) -> list:
+    deadline = time.monotonic() + seconds
+    snaps: list = []
+    while not snaps and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with SnapshotStore.open(env.data_dir) as store:
+            snaps = store.list(SID)
+    return snaps
+
+
+def test_periodic_snapshot_at_flush_boundary(env: Env, tmp_path: Path) -> None:
+    srv = _timed_server(env, "rs-timer", 0.5)
     try:
         data = make_disk(MiB, seed=10)
         with client(env, srv.address) as c:
             c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
             send_disk(c, 0, data)
             c.flush(1)
-            deadline = time.monotonic() + 60
-            snaps: list = []
-            while not snaps and time.monotonic() < deadline:
-                time.sleep(0.2)
-                with SnapshotStore.open(env.data_dir) as store:
-                    snaps = store.list(SID)
+            snaps = _snapshots_within(env, 60)
         assert snaps, "no periodic snapshot was taken"
         assert export_sha(env, tmp_path, SID, snaps[0].snapshot_id) == sha(data)
     finally:
@@ -162,9 +172,7 @@ def test_a_source_left_without_a_session_is_snapshotted_and_released(env: Env, t
     (the source server moved) can then open; a new session here opens them again."""
     from rehost.replication.staging import SourceStaging, StagingBusy
 
-    config = ServerConfig(data_dir=env.data_dir, server_id="rs-release", port=0, snapshot_interval=3600)
-    srv = ReplicationServer(config, server_context(env.data_dir))
-    srv.start()
+    srv = _timed_server(env, "rs-release", 3600)
     try:
         data = make_disk(MiB, seed=11)
         with client(env, srv.address) as c:
@@ -173,14 +181,10 @@ def test_a_source_left_without_a_session_is_snapshotted_and_released(env: Env, t
             c.flush(1)
             with SnapshotStore.open(env.data_dir) as store:
                 assert store.list(SID) == []  # the hourly timer has not fired
-        deadline = time.monotonic() + 30
-        snaps: list = []
-        while not snaps and time.monotonic() < deadline:
-            time.sleep(0.2)
-            with SnapshotStore.open(env.data_dir) as store:
-                snaps = store.list(SID)
+        snaps = _snapshots_within(env, 30)
         assert snaps and export_sha(env, tmp_path, SID, snaps[0].snapshot_id) == sha(data)
         staging = None
+        deadline = time.monotonic() + 30
         while staging is None and time.monotonic() < deadline:  # the lock is released right after
             try:
                 staging = SourceStaging(env.data_dir, SID)
