@@ -8,6 +8,7 @@ import ast
 import datetime
 import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -87,6 +88,14 @@ def test_bundle_is_deterministic_stdlib_and_py38(tmp_path: Path) -> None:
         assert not any(n.startswith(("rehost/api", "rehost/chunkstore")) for n in names)
         for name in names:
             ast.parse(zf.read(name), filename=name, feature_version=(3, 8))
+        zf.extractall(tmp_path / "bundle")
+    # No standard-library API newer than Python 3.8 either (str.removeprefix, zip(strict=), ...): vermin
+    # knows when each appeared. It must flag a 3.9 call, or its silence would prove nothing.
+    vermin = [str(Path(sys.executable).parent / "vermin"), "-t=3.8-", "--violations", "--no-tips", "-q"]
+    (tmp_path / "py39.py").write_text("print('rehost'.removeprefix('re'))\n")
+    assert subprocess.run([*vermin, str(tmp_path / "py39.py")], capture_output=True, timeout=120).returncode != 0
+    proc = subprocess.run([*vermin, str(tmp_path / "bundle")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = subprocess.run(["/usr/bin/python3", "-I", str(path), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--region", "--aws-access-key-id", "--aws-secret-access-key", "--aws-session-token", "--endpoint",
