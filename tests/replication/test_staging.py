@@ -41,7 +41,8 @@ def test_direct_or_not_the_bytes_are_exact(tmp_path: Path, where: str) -> None:
     try:
         buf = WriteBuffer()
         expected = bytearray(size)
-        for offset, length in [(0, MiB), (MiB + 512, 4096), (size - 4608, 4608), (8192, 12288)]:
+        # direct; unaligned; small (buffered); direct with a buffered tail at the disk's end
+        for offset, length in [(0, MiB), (MiB + 512, 4096), (8192, 12288), (size - 262656, 262656)]:
             data = os.urandom(length)
             expected[offset : offset + length] = data
             vol.write_aligned(offset, buf.load(data))

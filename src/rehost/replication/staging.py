@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 DIRECT_ALIGN = 4096  # offsets and lengths of O_DIRECT writes (any logical block size up to 4 KiB)
+# Smaller writes (scattered chunks and blocks: rescans, tracked writes) go through the page cache, where
+# they cost no device round trip each and are written together at the next commit: a stream of 64 KiB
+# writes ran at 0.51 GiB/s buffered against 0.39 GiB/s direct.
+DIRECT_MIN = 256 * 1024
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -139,10 +143,11 @@ class StagingVolume:
         self.mark_dirty(offset, len(data))
 
     def write_aligned(self, offset: int, data: memoryview) -> None:
-        """Write ``data``, a view of a `WriteBuffer`: its 4 KiB-aligned part with O_DIRECT when the file
-        system allows, a remainder (the end of a disk whose size is not a multiple of 4 KiB) buffered."""
+        """Write ``data``, a view of a `WriteBuffer`: when it is at least DIRECT_MIN bytes, its 4 KiB-aligned
+        part with O_DIRECT where the file system allows and a remainder (the end of a disk whose size is not
+        a multiple of 4 KiB) buffered; smaller writes buffered."""
         n = len(data) - len(data) % DIRECT_ALIGN
-        if self.direct_fd < 0 or offset % DIRECT_ALIGN or n == 0:
+        if self.direct_fd < 0 or offset % DIRECT_ALIGN or n < DIRECT_MIN:
             self.write(offset, data)
             return
         try:
