@@ -10,6 +10,7 @@ initial sync), then finalize and archive.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,21 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
     assert any("cutover instance" in name and "open the site" in name for name in passed)
     assert demo.steps[-1].name.startswith("Step 7: finalize")
     assert seen_in_console == ["test", "cutover"]
+    # Nothing the demo started outlives it: no VM of this run is left running.
+    assert [line for line in lines if line.startswith("cleanup: ") and "terminated" not in line] == []
+    deadline = time.monotonic() + 30
+    while _qemu_processes_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _qemu_processes_under(tmp_path) == []
+
+
+def _qemu_processes_under(root: Path) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.isdigit() and b"qemu-system" in args and str(root).encode() in args:
+            pids.append(int(entry))
+    return pids

@@ -270,6 +270,18 @@ class Demo:
             s = self.mgn.mark_as_archived(sourceServerID=self.server_id)
             self.check(s["isArchived"] is True, "the server is archived")
 
+    def _terminate(self, instance_id: str) -> None:
+        """Terminate a launched instance unless it already is (the test instance is, by Step 6)."""
+        def state() -> str:
+            found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+            return str(found["State"]["Name"])
+
+        if state() == "terminated":
+            return
+        self.ec2.terminate_instances(InstanceIds=[instance_id])
+        self._wait(f"{instance_id} to terminate", lambda: state() == "terminated", 120, 1)
+        self.out(f"cleanup: terminated {instance_id}")
+
     def _no_job_running(self) -> bool:
         jobs = self.mgn.describe_jobs()["items"]
         return not any(j["status"] != "COMPLETED" and any(p["sourceServerID"] == self.server_id
@@ -290,6 +302,8 @@ class Demo:
             server = done["participatingServers"][0]
             self.check(server["launchStatus"] == "LAUNCHED", f"the {kind} instance launched")
             instance_id = server["launchedEc2InstanceID"]
+            # The control plane stops at the end of the demo: an instance it launched must not outlive it.
+            self._cleanups.append(lambda: self._terminate(instance_id))
             if kind == "test":
                 self.test_instance = instance_id
         with self.step(f"Step {step}: open the site on the {kind} instance's public address"):
