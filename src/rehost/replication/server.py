@@ -548,8 +548,9 @@ class ReplicationServer:
             log.info("%s: retention deleted %s", source.source_server_id, ", ".join(deleted))
 
     def _timer_loop(self) -> None:
-        interval = self.config.snapshot_interval
-        while not self.stopping.wait(min(RELEASE_AFTER, max(0.2, interval / 4)) if interval > 0 else RELEASE_AFTER):
+        interval = self.config.snapshot_interval  # 0: no periodic snapshots, idle sources still released
+        tick = min(RELEASE_AFTER, max(0.2, interval / 4)) if interval > 0 else RELEASE_AFTER
+        while not self.stopping.wait(tick):
             self._release_idle()
             if interval <= 0:
                 continue
