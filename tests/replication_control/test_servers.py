@@ -25,7 +25,7 @@ def _agents_on_images(installer: Path, cp: ControlPlane, agents: list[Agent], tm
                       count: int) -> tuple[list[Path], list[Agent]]:
     """`count` 8 MiB images with 2 MiB of data each, an agent installed on each."""
     images = [make_image(tmp_path / f"disk{i}.img", 8 * MiB, [(i * MiB, 2 * MiB)], seed=i) for i in range(count)]
-    started = [Agent(installer, cp, str(image), tmp_path / name) for image, name in zip(images[:2], "ab", strict=True)]
+    started = [Agent(installer, cp, str(image), tmp_path / name) for image, name in zip(images[:2], "ab"[:count], strict=True)]
     agents.extend(started)
     return images, started
 
@@ -140,3 +140,18 @@ def test_changing_to_a_dedicated_replication_server_moves_a_replicating_server(
         f.write(os.urandom(50_000))
     wait_for(lambda: staging_matches(cp, a.sid, images[0]), what="a write after moving back")
     assert cp.state(a.sid) != "STALLED" and cp.state(b.sid) != "STALLED"
+
+
+def test_stopping_the_control_plane_stops_its_replication_servers(
+        installer: Path, control_plane: ControlPlane, agents: list[Agent], tmp_path: Path) -> None:
+    """SIGTERM to `rehost server` (what systemd and the tests send): it shuts down cleanly and takes the
+    replication servers it started with it, rather than leaving them running with nobody to manage them."""
+    cp = control_plane
+    _, (a,) = _agents_on_images(installer, cp, agents, tmp_path, 1)
+    rs = _replicating(cp, a, tmp_path / "disk0.img")["replicatorId"]
+    pid = cp.replication_servers()[rs]
+    a.stop()
+    assert cp.proc is not None
+    cp.proc.terminate()
+    assert cp.proc.wait(timeout=60) == 0
+    wait_for(lambda: not cp.replication_servers(), timeout=30, what=f"replication server {rs} (pid {pid}) to stop")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 from rehost.config import load_settings
 
@@ -55,8 +57,16 @@ def run(args: argparse.Namespace) -> int:
     app, cp = build_server_app(settings)
     print(f"rehost control plane for account {cp.account.account_id} in {settings.region}: "
           f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler installed
+    # before it: by default that kills the process on the spot, and the replication servers this control
+    # plane started would outlive it. This handler turns it into an exit that runs cp.close().
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
         cp.close()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
