@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -59,14 +60,25 @@ def run(args: argparse.Namespace) -> int:
           f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler installed
     # before it: by default that kills the process on the spot, and the replication servers this control
-    # plane started would outlive it. This handler turns it into an exit that runs cp.close().
+    # plane started would outlive it. This handler turns it into an exit that runs cp.close() first; the
+    # process then ends at once, as it did, rather than waiting for a job in progress (a restart fails
+    # such a job with JOB_CANCEL).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    except _Terminated:
+        cp.close()
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     finally:
         cp.close()
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM, after uvicorn's graceful shutdown."""
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+    raise _Terminated()
