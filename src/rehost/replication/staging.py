@@ -11,11 +11,12 @@ Guarantees a caller can rely on:
 * ``commit(seq)`` returns only after the data of every write before it and the dirty bitmaps are on stable
   storage (fdatasync, then atomic replace + fsync of the metadata), recording ``seq`` as each disk's
   ``durable_seq``.
-* Writes of DIRECT_MIN (256 KiB) and more reach the file with O_DIRECT from page-aligned buffers the caller
-  reuses (`WriteBuffer`) where the file system allows, so a stream of writes does not churn the page cache: on a virtual machine whose
-  host takes back freed guest memory, every fresh page-cache page is a host fault, and buffered writes
-  into a new staging file ran 2-6x slower than direct ones (BENCHMARKS.md, "Replication"). Reads go
-  through the page cache, which the kernel keeps coherent with direct writes.
+* Writes of DIRECT_MIN (256 KiB) and more reach the file with O_DIRECT from page-aligned buffers the
+  caller reuses (`WriteBuffer`) where the file system allows, so a stream of writes does not churn the
+  page cache: on a virtual machine whose host takes back freed guest memory, every fresh page-cache page
+  is a host fault, and buffered writes into a new staging file ran 2-6x slower than direct ones
+  (BENCHMARKS.md, "Replication"). Reads go through the page cache, which the kernel keeps coherent with
+  direct writes.
 * After a crash, the dirty set on disk covers every chunk written since the last snapshot: writes after the
   last commit are resent by the agent (their seq is above ``durable_seq``), and a crash with writes in
   flight marks every disk ``all_dirty`` so nothing unrecorded can be missed by the next snapshot.
