@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -91,3 +92,28 @@ class RunningServer:
             service, endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id=key[0],
             aws_secret_access_key=key[1], aws_session_token=session_token,
             config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=120))
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a file, read in 4 MiB pieces (images are larger than memory should hold)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def processes_with(*words: str) -> dict[int, list[bytes]]:
+    """Running processes whose command line contains every one of ``words`` (as whole arguments or
+    within one, such as a path in a QEMU -drive option): {pid: arguments}."""
+    found: dict[int, list[bytes]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(w.encode() in raw for w in words):
+            found[int(entry)] = raw.split(b"\0")
+    return found

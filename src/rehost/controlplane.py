@@ -7,7 +7,6 @@ import logging
 import secrets
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,8 @@ class ControlPlane:
         self.mgn.hooks.replication_changed = self._replication_changed
         self.mgn.hooks.agent_command = self._agent_command
         self.mgn.hooks.release_replication = self.replication.release
-        self.runner.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
+        self.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
+        self.runner.snapshots = self.snapshots
         self._installer_lock = threading.Lock()
         self._installer: Path | None = None
         self._stop = threading.Event()
@@ -110,16 +110,9 @@ class ControlPlane:
 
     def _note_periodic_snapshots(self) -> None:
         """Report the replication servers' own periodic snapshots as lastSnapshotDateTime."""
-        from rehost.chunkstore.snapshots import SnapshotStore
-
         if not (self.settings.data_dir / "chunks" / "index.db").is_file():
-            return
-        with SnapshotStore.open(self.settings.data_dir) as store:
-            def latest(server_id: str) -> tuple[str, datetime] | None:
-                snap = store.latest(server_id)
-                return None if snap is None else (snap.snapshot_id, snap.taken_at)
-
-            updated = self.agent.note_periodic_snapshots(latest)
+            return  # no snapshot was ever taken here (and looking must not create a store)
+        updated = self.agent.note_periodic_snapshots(self.snapshots.latest_snapshot)
         if updated:
             log.info("newer periodic snapshots for %s", ", ".join(updated))
 

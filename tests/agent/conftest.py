@@ -3,7 +3,6 @@ chunk store), loop devices (root), and a real `rehost server` control plane."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import sha256_file
 from rehost.replication.auth import load_or_create_key, server_token
 from rehost.replication.server import ReplicationServer, ServerConfig
 from rehost.replication.staging import disk_key
@@ -21,12 +21,7 @@ from rehost.replication.tls import ensure_tls, server_context
 MiB = 1 << 20
 
 
-def sha_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(4 * MiB):
-            h.update(block)
-    return h.hexdigest()
+sha_file = sha256_file
 
 
 def make_image(path: Path, size: int, regions: list[tuple[int, int]], seed: int = 1) -> Path:

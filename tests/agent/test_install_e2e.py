@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from helpers import RunningServer, cli_json, free_port, rehost_cli
+from helpers import RunningServer, cli_json, free_port, processes_with, rehost_cli
 from rehost.agent.bundle import build_installer, installer_bytes
 from rehost.agent.control import AgentApiClient
 from rehost.agent.service import stop_background
@@ -223,17 +223,9 @@ def test_quota_reached(installer: Path, control_plane: RunningServer, tmp_path: 
 
 def replication_server_processes(data_dir: Path) -> dict[str, int]:
     """Running `rehost replication-server` processes of ``data_dir`` (found by their --data-dir): {rs-id: pid}."""
-    found: dict[str, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"replication-server" in args and str(data_dir).encode() in args and b"--id" in args:
-            found[args[args.index(b"--id") + 1].decode()] = int(entry)
-    return found
+    return {args[args.index(b"--id") + 1].decode(): pid
+            for pid, args in processes_with("replication-server", str(data_dir)).items()
+            if b"replication-server" in args and str(data_dir).encode() in args and b"--id" in args}
 
 
 @pytest.mark.slow

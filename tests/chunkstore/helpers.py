@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
+from helpers import sha256_file  # noqa: F401 - re-exported for the chunk store tests
 from rehost.chunkstore import CHUNK_SIZE
 from rehost.chunkstore.backends.posixfs import PosixFS
 from rehost.chunkstore.snapshots import SnapshotStore
@@ -24,14 +24,6 @@ def make_image(path: Path, size: int, regions: list[tuple[int, bytes]]) -> Path:
 
 def rand(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mixed_image(path: Path, seed: int = 1) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from console.httpclient import ConsoleClient
+from helpers import processes_with
 from rehost.demo.flow import Demo
 
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "rehost-images"
@@ -52,18 +53,6 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
     # Nothing the demo started outlives it: no VM of this run is left running.
     assert [line for line in lines if line.startswith("cleanup: ") and "terminated" not in line] == []
     deadline = time.monotonic() + 30
-    while _qemu_processes_under(tmp_path) and time.monotonic() < deadline:
+    while processes_with("qemu-system", str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _qemu_processes_under(tmp_path) == []
-
-
-def _qemu_processes_under(root: Path) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if entry.isdigit() and b"qemu-system" in args and str(root).encode() in args:
-            pids.append(int(entry))
-    return pids
+    assert list(processes_with("qemu-system", str(tmp_path))) == []

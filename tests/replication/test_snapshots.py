@@ -62,8 +62,7 @@ def test_snapshot_export_equals_staging_incrementally(
 def test_have_and_ref_fill_staging_from_the_store(env: Env, server: ReplicationServer) -> None:
     data = make_disk(3 * MiB, seed=7)
     with client(env, server.address) as c:
-        c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
-        send_disk(c, 0, data)
+        _stage(env, c, data)
         c.snapshot(1, "seed")
     chunks = [data[o : o + p.CHUNK_SIZE] for o in range(0, len(data), p.CHUNK_SIZE)]
     entries = [(i, hashlib.sha256(chunk).digest()) for i, chunk in enumerate(chunks)]
@@ -134,6 +133,12 @@ def test_unflushed_writes_at_kill9_make_the_next_snapshot_complete(
     assert export_sha(env, tmp_path, SID, snap.snapshot_id) == file_sha(env.staging(SID))
 
 
+def _stage(env: Env, c: p.ReplicationClient, data: bytes) -> None:
+    """HELLO for one disk of ``data``'s size, then all of ``data`` in every encoding."""
+    c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
+    send_disk(c, 0, data)
+
+
 def _timed_server(env: Env, server_id: str, interval: float) -> ReplicationServer:
     srv = ReplicationServer(ServerConfig(data_dir=env.data_dir, server_id=server_id, port=0,
                                          snapshot_interval=interval), server_context(env.data_dir))
@@ -156,8 +161,7 @@ def test_periodic_snapshot_at_flush_boundary(env: Env, tmp_path: Path) -> None:
     try:
         data = make_disk(MiB, seed=10)
         with client(env, srv.address) as c:
-            c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
-            send_disk(c, 0, data)
+            _stage(env, c, data)
             c.flush(1)
             snaps = _snapshots_within(env, 60)
         assert snaps, "no periodic snapshot was taken"
@@ -176,8 +180,7 @@ def test_a_source_left_without_a_session_is_snapshotted_and_released(env: Env, t
     try:
         data = make_disk(MiB, seed=11)
         with client(env, srv.address) as c:
-            c.hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", len(data))])
-            send_disk(c, 0, data)
+            _stage(env, c, data)
             c.flush(1)
             with SnapshotStore.open(env.data_dir) as store:
                 assert store.list(SID) == []  # the hourly timer has not fired

@@ -118,15 +118,12 @@ class DedupProbe:
     def __init__(self) -> None:
         self.misses = 0
         self._windows = 0
-        self.windows_asked = 0
         self.windows_skipped = 0
 
     def wanted(self) -> bool:
         self._windows += 1
         ask = self.misses < self.MISSES or self._windows % self.SAMPLE == 0
-        if ask:
-            self.windows_asked += 1
-        else:
+        if not ask:
             self.windows_skipped += 1
         return ask
 

@@ -62,6 +62,14 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _placement(server_doc: dict[str, Any]) -> tuple[str, str | None]:
+    """Which replication server a source server belongs on: the key of the settings that shape replication
+    servers, and its own ID when it asks for a dedicated one (else None: shared)."""
+    config = server_doc.get("_replicationConfiguration", {})
+    dedicated = server_doc["sourceServerID"] if config.get("useDedicatedReplicationServer") else None
+    return replication_server_key(config), dedicated
+
+
 class ReplicationServerManager:
     def __init__(self, store: Store, data_dir: Path, *, host: str = "127.0.0.1", first_port: int = 1500,
                  advertised_host: str | None = None, snapshot_interval: float = 600.0) -> None:
@@ -92,8 +100,7 @@ class ReplicationServerManager:
     def ensure_server_for(self, server_doc: dict[str, Any]) -> dict[str, Any]:
         """The replication server this source server replicates to, started if needed; {} if it cannot start."""
         config = server_doc.get("_replicationConfiguration", {})
-        key = replication_server_key(config)
-        dedicated = server_doc["sourceServerID"] if config.get("useDedicatedReplicationServer") else None
+        key, dedicated = _placement(server_doc)
         with self._lock:
             t = schema.replication_servers
             with self.store.read() as conn:
@@ -158,9 +165,7 @@ class ReplicationServerManager:
     def serves(self, server_doc: dict[str, Any]) -> bool:
         """Whether the replication server the source server is assigned to matches its settings (False once
         useDedicatedReplicationServer or a setting that shapes replication servers changed)."""
-        config = server_doc.get("_replicationConfiguration", {})
-        key = replication_server_key(config)
-        dedicated = server_doc["sourceServerID"] if config.get("useDedicatedReplicationServer") else None
+        key, dedicated = _placement(server_doc)
         t = schema.replication_servers
         with self.store.read() as conn:
             for row in conn.execute(select(t)).all():

@@ -23,6 +23,7 @@ from rehost.db import repo, schema
 from rehost.domain.lifecycle import LifeCycleState, Trigger, transition
 from rehost.domain.replication import AGENT_REPORTABLE, INITIATION_STEPS, DataReplicationState
 from rehost.errors import InvalidInput, NotFound, QuotaExceeded
+from rehost.jobs.interfaces import SnapshotRef
 
 
 def _metric_time(value: Any) -> datetime:
@@ -336,9 +337,9 @@ class AgentService:
                     flagged.append(doc["sourceServerID"])
         return flagged
 
-    def note_periodic_snapshots(self, latest: Callable[[str], tuple[str, datetime] | None]) -> list[str]:
-        """Advance lastSnapshotDateTime to the newest snapshot in the store, ``latest(server_id)`` giving its
-        ID and time: the replication servers snapshot on their own every few minutes while data changes,
+    def note_periodic_snapshots(self, latest: Callable[[str], SnapshotRef | None]) -> list[str]:
+        """Advance lastSnapshotDateTime to the newest snapshot in the store, ``latest(server_id)``: the
+        replication servers snapshot on their own every few minutes while data changes,
         and the agent does not hear of those. Only servers whose agent has reported a snapshot after the
         initial sync are considered, so that a snapshot of a half-synced disk never makes one launchable.
         Returns the IDs of the servers updated."""
@@ -350,13 +351,12 @@ class AgentService:
             newest = latest(server_id)
             if newest is None:
                 continue
-            snapshot_id, taken_at = newest
             with self.store.transaction() as conn:
                 try:
                     doc = repo.load_server(conn, server_id)
                 except NotFound:
                     continue
-                if _advance_last_snapshot(doc, str(ids.iso(taken_at)), snapshot_id):
+                if _advance_last_snapshot(doc, str(ids.iso(newest.taken_at)), newest.snapshot_id):
                     repo.save_server(conn, doc)
                     updated.append(server_id)
         return updated
