@@ -127,3 +127,33 @@ def test_tags() -> None:
     assert _tags(["Env=prod", "Team=web,Tier=1"]) == {"Env": "prod", "Team": "web", "Tier": "1"}
     with pytest.raises(InvalidInput):
         _tags(["novalue"])
+
+
+def test_state_files_survive_concurrent_writers(tmp_path: Path) -> None:
+    """A reinstall over a running agent's state directory writes replication.json while the agent does:
+    each writer has its own temporary file, so neither renames the other's away (FileNotFoundError) and the
+    file is always one writer's whole document."""
+    import json
+    import threading
+
+    from rehost.agent.state import AgentState
+
+    state = AgentState(str(tmp_path)).ensure()
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(300):
+                state.save_replication({"writer": n, "i": i})
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    doc = json.loads((tmp_path / "replication.json").read_text())
+    assert doc["i"] == 299 and doc["writer"] in range(4)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -36,6 +36,7 @@ def _sources() -> dict[str, bytes]:
     files: dict[str, bytes] = {"__main__.py": _MAIN.encode()}
     files["rehost/__init__.py"] = (rehost_dir / "__init__.py").read_bytes()
     files["rehost/errors.py"] = (rehost_dir / "errors.py").read_bytes()
+    files["rehost/fsutil.py"] = (rehost_dir / "fsutil.py").read_bytes()
     files["rehost/replication/__init__.py"] = _REPLICATION_INIT.encode()
     files["rehost/replication/protocol.py"] = (rehost_dir / "replication" / "protocol.py").read_bytes()
     for path in sorted((rehost_dir / "agent").glob("*.py")):

@@ -32,6 +32,7 @@ from rehost.agent.discovery import (
 from rehost.agent.sigv4 import Credentials
 from rehost.agent.state import DEFAULT_STATE_DIR, AgentState
 from rehost.errors import AccessDenied, InvalidInput, RehostError
+from rehost.fsutil import temp_name
 
 PROG = "rehost-replication-installer-init"
 PRODUCT = "rehost Replication Agent"
@@ -212,7 +213,7 @@ def _copy_agent(dest: str) -> None:
     """Put the agent's code on the source: this very file when it is the one-file installer, else a
     freshly built bundle of the installed package."""
     me = sys.argv[0] if sys.argv else ""
-    tmp = dest + ".tmp"
+    tmp = temp_name(dest)
     import zipfile
 
     if me and os.path.isfile(me) and zipfile.is_zipfile(me):

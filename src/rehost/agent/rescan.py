@@ -27,6 +27,8 @@ import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 
+from rehost.fsutil import temp_name
+
 CHUNK_SIZE = 65536  # == rehost.chunkstore.CHUNK_SIZE (the contract's dedup granularity)
 BLOCK_SIZE = 4096  # rescan granularity inside a changed chunk: what file systems write at least
 BLOCKS = CHUNK_SIZE // BLOCK_SIZE  # 16
@@ -154,7 +156,7 @@ class DigestStore:
     def _rewrite(self, header: bytes) -> None:
         """Write a new file with the chunk entries and unknown block entries (a hole), atomically: temp file,
         fsync, rename, directory fsync. Opens it for `commit`."""
-        tmp = self.path + ".tmp"
+        tmp = temp_name(self.path)
         with open(tmp, "wb") as f:
             f.write(header)
             f.write(self.digests)

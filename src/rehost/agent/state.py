@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from rehost.agent.discovery import Disk
 from rehost.agent.sigv4 import Credentials
 from rehost.errors import InvalidInput
+from rehost.fsutil import atomic_write
 
 DEFAULT_STATE_DIR = "/var/lib/rehost-agent"
 
@@ -32,14 +34,8 @@ def disk_key(device_name: str) -> str:
 
 
 def _write_json(path: str, doc: Any, mode: int = 0o644) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic_write(Path(path), json.dumps(doc, indent=1, sort_keys=True).encode(), mode)
+    os.chmod(path, mode)  # whatever the umask took away
 
 
 def _read_json(path: str) -> Any:
