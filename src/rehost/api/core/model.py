@@ -10,6 +10,8 @@ botocore's parsers expect.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,94 @@ from urllib.parse import parse_qs, unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
+from rehost import ids
 from rehost.api.core.errors import AwsError, validation_error
+
+log = logging.getLogger("rehost.api.model")
+
+#: The largest request body either JSON API (MGN's, the agent's) reads; a bigger one is cannotParse.
+#: The largest legitimate bodies are an agent's log batch and a SourceProperties with 1,000 disks.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+#: The deepest nesting of objects and arrays a request may have: MGN's deepest input shape nests 7 deep.
+MAX_DEPTH = 32
+#: The most digits an integer literal may have (int64 has 19, and a sign).
+MAX_INT_DIGITS = 20
+INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_SURROGATE_OR_NUL = re.compile("[\ud800-\udfff\x00]")
+
+
+class _Unparsable(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Unparsable(f"integer literal of {len(text)} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unparsable(f"number {text[:40]} is out of range")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _Unparsable(f"{name} is not a JSON number")
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Depth and string checks of a parsed document, iteratively (no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_OR_NUL.search(item):
+                raise _Unparsable("a string holds a lone surrogate or NUL")
+        elif isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise _Unparsable(f"nesting deeper than {max_depth}")
+            children = item.items() if isinstance(item, dict) else ((None, v) for v in item)
+            for key, child in children:
+                if key is not None:
+                    stack.append((key, depth))
+                stack.append((child, depth + 1))
+
+
+def parse_json(body: bytes, *, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """The one JSON parser of the APIs: strict UTF-8 JSON, or ValidationException (reason cannotParse).
+
+    Refused: bodies over ``max_bytes``, NaN/Infinity and numbers that overflow a double, integer literals
+    longer than int64's, lone surrogates and NUL in strings (no database or encoder takes them), and
+    objects/arrays nested deeper than ``max_depth``."""
+    if len(body) > max_bytes:
+        raise validation_error(f"Request body is larger than {max_bytes} bytes", reason="cannotParse")
+    try:
+        text = body.decode("utf-8")
+        loaded = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        _check_tree(loaded, max_depth)
+    except RecursionError:
+        raise validation_error(f"Could not parse request body: nesting deeper than {max_depth}",
+                               reason="cannotParse") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError and _Unparsable are ValueErrors
+        raise validation_error(f"Could not parse request body: {_printable(str(exc))}", reason="cannotParse") from None
+    return loaded
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; an empty body is ``{}``."""
+    if not body.strip():
+        return {}
+    loaded = parse_json(body)
+    if not isinstance(loaded, dict):
+        raise validation_error("Request body must be a JSON object", reason="cannotParse")
+    return loaded
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters with anything not printable ASCII escaped, for messages."""
+    return text[:limit].encode("ascii", "backslashreplace").decode("ascii")
 
 
 @cache
@@ -81,15 +170,9 @@ class RestJsonService:
         shape = op.input_shape
         if shape is None:
             return {}
-        params: dict[str, Any] = {}
-        if body.strip():
-            try:
-                loaded = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise validation_error(f"Could not parse request body: {exc}", reason="cannotParse") from exc
-            if not isinstance(loaded, dict):
-                raise validation_error("Request body must be a JSON object", reason="cannotParse")
-            params.update(loaded)
+        # Only body members come from the body: a URI, query or header member there is not the caller's to set.
+        params: dict[str, Any] = {k: v for k, v in parse_json_object(body).items()
+                                  if k not in shape.members or not shape.members[k].serialization.get("location")}
         qs = parse_qs(query, keep_blank_values=True)
         for name, member in shape.members.items():
             loc = member.serialization.get("location")
@@ -102,7 +185,7 @@ class RestJsonService:
             elif loc == "header" and wire.lower() in headers:
                 params[name] = headers[wire.lower()]
         validate(shape, params, "")
-        return params
+        return dict(clean(shape, params))
 
     def serialize_output(self, op: OperationModel, result: dict[str, Any] | None) -> tuple[int, bytes]:
         status = int(op.http.get("responseCode", 200))
@@ -136,25 +219,32 @@ class RestJsonService:
             return None
 
 
+_QUERY_INT = re.compile(r"-?[0-9]{1,19}")
+
+
 def _coerce_scalar(shape: Shape, text: str, path: str) -> Any:
     if shape.type_name in ("integer", "long"):
-        try:
-            return int(text)
-        except ValueError:
-            raise validation_error(f"{path}: {text!r} is not an integer", fields=[{"name": path, "message": "not an integer"}]) from None
+        if not _QUERY_INT.fullmatch(text):
+            raise _fail(path, "Member must be an integer")
+        return int(text)
     if shape.type_name == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise _fail(path, "Member must be a boolean")
         return text.lower() == "true"
     return text
 
 
 def _fail(path: str, message: str) -> AwsError:
-    name = path or "body"
+    name = _printable(path or "body")
     return validation_error(f"1 validation error detected: Value at '{name}' failed to satisfy constraint: {message}",
                             fields=[{"name": name, "message": message}])
 
 
-def validate(shape: Shape, value: Any, path: str) -> None:
-    """Check ``value`` against ``shape`` as MGN does; raise ValidationException naming the field."""
+def validate(shape: Shape, value: Any, path: str, *, reject_unknown: bool = False) -> None:
+    """Check ``value`` against ``shape`` as MGN does, at any depth; raise ValidationException naming the field.
+
+    A null member of a structure counts as absent. Unknown members are ignored, as AWS services do (`clean`
+    then drops them), unless ``reject_unknown`` (the agent API, whose only client is rehost's own agent)."""
     t = shape.type_name
     md = shape.metadata
     if t == "structure":
@@ -165,22 +255,24 @@ def validate(shape: Shape, value: Any, path: str) -> None:
                 raise _fail(_join(path, req), "Member must not be null")
         for key, item in value.items():
             member = shape.members.get(key)
+            if member is None and reject_unknown:
+                raise _fail(_join(path, str(key)), "Member is not part of the request")
             if member is None or item is None:
                 continue  # unknown members are ignored, as AWS services do
-            validate(member, item, _join(path, key))
+            validate(member, item, _join(path, key), reject_unknown=reject_unknown)
     elif t == "list":
         if not isinstance(value, list):
             raise _fail(path, "Member must be a list")
         _check_len(path, len(value), md, "length")
         for i, item in enumerate(value):
-            validate(shape.member, item, f"{path}[{i}]")
+            validate(shape.member, item, f"{path}[{i}]", reject_unknown=reject_unknown)
     elif t == "map":
         if not isinstance(value, dict):
             raise _fail(path, "Member must be a map")
         _check_len(path, len(value), md, "length")
         for k, v in value.items():
-            validate(shape.key, k, f"{path}.key")
-            validate(shape.value, v, f"{path}[{k}]")
+            validate(shape.key, k, f"{path}.key", reject_unknown=reject_unknown)
+            validate(shape.value, v, f"{path}[{k}]", reject_unknown=reject_unknown)
     elif t == "string":
         if not isinstance(value, str):
             raise _fail(path, "Member must be a string")
@@ -193,19 +285,57 @@ def validate(shape: Shape, value: Any, path: str) -> None:
     elif t in ("integer", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(path, "Member must be an integer")
+        low, high = INT_RANGES[t]
         if "min" in md and value < md["min"]:
             raise _fail(path, f"Member must have value greater than or equal to {md['min']}")
         if "max" in md and value > md["max"]:
             raise _fail(path, f"Member must have value less than or equal to {md['max']}")
+        if not low <= value <= high:
+            raise _fail(path, f"Member must be a {t} between {low} and {high}")
     elif t in ("double", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise _fail(path, "Member must be a number")
+        if "min" in md and value < md["min"]:
+            raise _fail(path, f"Member must have value greater than or equal to {md['min']}")
+        if "max" in md and value > md["max"]:
+            raise _fail(path, f"Member must have value less than or equal to {md['max']}")
     elif t == "boolean":
         if not isinstance(value, bool):
             raise _fail(path, "Member must be a boolean")
     elif t == "timestamp":
-        if not isinstance(value, (int, float, str)):
-            raise _fail(path, "Member must be a timestamp")
+        if _timestamp(value) is None:
+            raise _fail(path, "Member must be a timestamp (ISO-8601, or seconds since the epoch)")
+    elif t == "blob":
+        if not isinstance(value, str):
+            raise _fail(path, "Member must be a base64 string")
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """``value`` as an aware datetime when it is a valid timestamp (datetime, epoch seconds, ISO-8601)."""
+    try:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=UTC) if math.isfinite(value) else None
+        if isinstance(value, str) and 10 <= len(value) <= 40:
+            parsed = ids.parse_iso(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def clean(shape: Shape, value: Any) -> Any:
+    """A validated ``value`` with what ``shape`` does not declare removed, at every depth: unknown members
+    and null members of structures. What reaches a service is exactly the model's members."""
+    t = shape.type_name
+    if t == "structure" and isinstance(value, dict):
+        return {k: clean(shape.members[k], v) for k, v in value.items() if k in shape.members and v is not None}
+    if t == "list" and isinstance(value, list):
+        return [clean(shape.member, v) for v in value]
+    if t == "map" and isinstance(value, dict):
+        return {k: clean(shape.value, v) for k, v in value.items()}
+    return value
 
 
 def _check_len(path: str, length: int, md: dict[str, Any], what: str) -> None:
@@ -225,25 +355,61 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def serialize(shape: Shape, value: Any) -> Any:
-    """Keep only what the output shape declares; format timestamps the way rest-json parsers read them."""
+class _Malformed(ValueError):
+    """A stored value that does not fit its output shape."""
+
+
+def serialize(shape: Shape, value: Any, path: str = "") -> Any:
+    """Keep only what the output shape declares; format timestamps the way rest-json parsers read them.
+
+    A stored value that does not fit its shape (a string where a number belongs, an unreadable date, a
+    structure that is not an object) is logged and left out, with the member or list item holding it, so
+    one bad record never turns a whole answer into a fault."""
+    try:
+        return _serialize(shape, value, path or shape.name)
+    except _Malformed as exc:
+        log.warning("left out of an answer: %s", exc)
+        return None
+
+
+def _serialize(shape: Shape, value: Any, path: str) -> Any:
     t = shape.type_name
     if value is None:
         return None
     if t == "structure":
+        if not isinstance(value, dict):
+            raise _Malformed(f"{path}: {type(value).__name__} where an object belongs")
         out: dict[str, Any] = {}
         for name, member in shape.members.items():
             if name in value and value[name] is not None:
                 if member.serialization.get("location"):
                     continue
-                out[member.serialization.get("name", name)] = serialize(member, value[name])
+                item = serialize(member, value[name], f"{path}.{name}")
+                if item is not None:
+                    out[member.serialization.get("name", name)] = item
         return out
     if t == "list":
-        return [serialize(shape.member, v) for v in value]
+        if not isinstance(value, list):
+            raise _Malformed(f"{path}: {type(value).__name__} where a list belongs")
+        items = (serialize(shape.member, v, f"{path}[{i}]") for i, v in enumerate(value))
+        return [v for v in items if v is not None]
     if t == "map":
-        return {k: serialize(shape.value, v) for k, v in value.items()}
+        if not isinstance(value, dict):
+            raise _Malformed(f"{path}: {type(value).__name__} where a map belongs")
+        pairs = ((str(k), serialize(shape.value, v, f"{path}[{k}]")) for k, v in value.items())
+        return {k: v for k, v in pairs if v is not None}
     if t == "timestamp":
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).timestamp()
-        return value
+        when = _timestamp(value)
+        if when is None:
+            raise _Malformed(f"{path}: {str(value)[:40]!r} is not a timestamp")
+        return when.timestamp() if isinstance(value, datetime) else value
+    if t == "string" and not isinstance(value, str):
+        raise _Malformed(f"{path}: {type(value).__name__} where a string belongs")
+    if t in ("integer", "long") and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _Malformed(f"{path}: {type(value).__name__} where an integer belongs")
+    if t in ("double", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or not math.isfinite(value)):
+        raise _Malformed(f"{path}: {value!r} where a number belongs")
+    if t == "boolean" and not isinstance(value, bool):
+        raise _Malformed(f"{path}: {type(value).__name__} where a boolean belongs")
     return value
