@@ -17,7 +17,7 @@ from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
 from rehost.db.store import Store
 from rehost.errors import StorageError
-from rehost.fsutil import atomic_write
+from rehost.fsutil import atomic_write, make_private
 from rehost.iam.users import IamDirectory
 from rehost.jobs.runner import JobRunner
 from rehost.launch.sizing import recommended_instance_type
@@ -38,7 +38,7 @@ def account_id_for(data_dir: Path) -> str:
             raise StorageError(f"{path} is damaged: {exc}") from exc
     data_dir.mkdir(parents=True, exist_ok=True)
     account = str(secrets.randbelow(9 * 10**11) + 10**11)
-    atomic_write(path, json.dumps({"accountId": account}).encode(), mode=0o644)
+    atomic_write(path, json.dumps({"accountId": account}).encode())
     return account
 
 
@@ -47,7 +47,7 @@ class ControlPlane:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(settings.data_dir)
         self.store = Store(settings.db_url)
         self.account = Account(account_id_for(settings.data_dir), settings.region)
         self.iam = IamDirectory(self.store, settings.data_dir, self.account.account_id)

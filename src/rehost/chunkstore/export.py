@@ -115,7 +115,7 @@ def export_disk(chunks: ChunkStore, table: DiskTable, output_path: Path, fmt: st
 
 def _export_raw(chunks: ChunkStore, table: DiskTable, output_path: Path) -> None:
     try:
-        fd = os.open(output_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(output_path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError as exc:
         raise SnapshotError(f"cannot write {output_path}: {exc.strerror}") from exc
     try:

@@ -33,7 +33,7 @@ class StoreLock:
         Waits up to ``timeout`` seconds (forever if None) and then raises StorageError.
         """
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StorageError(f"cannot open lock file {self.path}: {exc.strerror}") from exc
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

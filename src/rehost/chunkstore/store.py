@@ -38,6 +38,7 @@ from rehost.chunkstore.packs import (
     parse_pack,
 )
 from rehost.errors import InvalidInput, NotFound, StorageError
+from rehost.fsutil import private_file
 
 PACK_TARGET = 16 * 1024 * 1024
 """A pack is written once its entries reach this many bytes (a 4 GiB disk of random data: 256 packs)."""
@@ -118,6 +119,7 @@ class ChunkStore:
         self._pool: ThreadPoolExecutor | None = None
         fresh = not (self.local_dir / "index.db").exists()
         try:
+            private_file(self.local_dir / "index.db")  # its -wal and -shm files take its mode
             self._db = sqlite3.connect(
                 self.local_dir / "index.db", timeout=60.0, isolation_level=None, check_same_thread=False
             )
@@ -126,7 +128,7 @@ class ChunkStore:
             # relies on them.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open chunk index {self.local_dir / 'index.db'}: {exc}") from exc
         if fresh and any(self.backend.list("packs")):
             # The index was lost but packs exist: without this, has() would deny every chunk and gc would

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything rehost writes (the data directory's database, keys, disks, logs; exports) is its user's
+    # alone: 0600 files and 0700 directories unless a mode is given explicitly. Inherited by the
+    # replication servers and QEMU processes it starts.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

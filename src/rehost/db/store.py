@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, select, update
@@ -22,6 +23,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from rehost.db import schema
 from rehost.errors import StorageError
+from rehost.fsutil import private_file
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -33,6 +35,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file 0600 before SQLite does, so it and its -wal and -shm files (which
+    SQLite creates with the database file's mode) are the owner's alone, whatever the umask."""
+    path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+    if path and path != ":memory:":
+        try:
+            private_file(Path(path))
+        except OSError as exc:
+            raise StorageError(f"cannot create database file {path}: {exc.strerror}") from exc
+
+
 class Store:
     """The database of one rehost control plane."""
 
@@ -42,6 +55,7 @@ class Store:
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            _private_sqlite_file(url)
         else:
             kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql://"):

@@ -95,7 +95,7 @@ def _write_ca(folder: Path) -> None:
     )
     # the key first: a certificate without its key would be kept by the next call
     atomic_write(folder / CA_KEY, _key_pem(key))
-    atomic_write(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _write_server_cert(folder: Path, extra_hosts: tuple[str, ...]) -> None:
@@ -131,7 +131,7 @@ def _write_server_cert(folder: Path, extra_hosts: tuple[str, ...]) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     atomic_write(folder / SERVER_KEY, _key_pem(key))
-    atomic_write(folder / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write(folder / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

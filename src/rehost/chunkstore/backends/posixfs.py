@@ -34,7 +34,7 @@ class PosixFS(Backend):
         self.root = Path(root)
         if create:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(
                     f"cannot create chunk store directory {self.root}: {exc.strerror}"
@@ -54,7 +54,7 @@ class PosixFS(Backend):
             d = d.parent
         for d in reversed(missing):
             try:
-                d.mkdir()
+                d.mkdir(mode=0o700)
             except FileExistsError:
                 continue  # another process made it first
             _fsync_dir(d.parent)
@@ -64,7 +64,7 @@ class PosixFS(Backend):
         tmp = path.with_name(f"{path.name}{_TMP}{secrets.token_hex(6)}")
         try:
             self._mkdirs(path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
                 while view:
