@@ -75,13 +75,14 @@ class ServerProcess:
     env: Env
     server_id: str = "rs-test0001"
     snapshot_interval: float = 0
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
     address: tuple[str, int] = ("127.0.0.1", 0)
     lines: list[str] = field(default_factory=list)
 
     def start(self) -> ServerProcess:
         cmd = REHOST + ["replication-server", "--data-dir", str(self.env.data_dir), "--id", self.server_id]
-        cmd += ["--port", "0", "--snapshot-interval", str(self.snapshot_interval)]
+        cmd += ["--port", "0", "--snapshot-interval", str(self.snapshot_interval), *self.extra_args]
         self.lines = []
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

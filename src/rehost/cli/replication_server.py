@@ -38,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=600.0,
         help="seconds between periodic snapshots when data changed (default 600; 0 disables)",
     )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds from accepting a connection to its verified HELLO, TLS handshake included (default 10)",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=64,
+        help="connections not yet authenticated held at once; another one closes the oldest (default 64)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.set_defaults(func=run)
 
@@ -53,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(f"invalid port {args.port}")
     if args.snapshot_interval < 0:
         raise InvalidInput("--snapshot-interval must not be negative")
+    if not args.handshake_timeout > 0:
+        raise InvalidInput("--handshake-timeout must be positive")
+    if args.max_pending < 1:
+        raise InvalidInput("--max-pending must be at least 1")
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level,
@@ -66,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         snapshot_interval=args.snapshot_interval,
+        handshake_timeout=args.handshake_timeout,
+        max_pending=args.max_pending,
     )
     server = ReplicationServer(config, server_context(data_dir))
     _, port = server.start()  # the actual port (--port 0 picks one)

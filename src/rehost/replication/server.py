@@ -1,6 +1,10 @@
 """The replication server: receives agents' block streams into staging volumes and takes snapshots.
 
-One thread per connection reads frames with ``recv_into`` into a preallocated buffer (``FrameReader``) and
+Connections are accepted, TLS-handshaken and their HELLO read and verified by one gate thread
+(`replication.gate.Gate`), which bounds the time (``handshake_timeout``) and the number (``max_pending``) of
+connections not yet authenticated; nothing per session is allocated before the token is verified, so all
+of them together hold at most ``max_pending`` × 128 KiB (8 MiB by default). Once authenticated, one thread
+per session reads frames with ``recv_into`` into a preallocated buffer (``FrameReader``) and
 applies them under the source server's lock; a timer thread takes periodic snapshots. A session's staging
 writes go through a pipeline one write deep (`_WritePipeline`): while one frame is written to its staging
 volume, the next is received and decrypted, since the two cost about the same and both release the GIL. What a caller (the
@@ -8,6 +12,9 @@ CLI, tests) may rely on:
 
 * A session is bound to the source server ID of its HELLO, authenticated by that ID's token; it can only
   touch that server's staging volumes. A wrong token gets ERROR(AUTH) and the connection is closed.
+* Only an authenticated session gets a thread and its buffers (an 8 MiB frame reader, two 4 MiB write
+  buffers). Authenticated sessions number at most one per source server (a newer one supersedes), each
+  closed after ``idle_timeout`` without a frame.
 * The server accepts only HELLO (first, once), WRITE, HAVE, FLUSH, SNAPSHOT and PING. Any other, unknown,
   oversized or malformed frame gets ERROR(PROTOCOL) and the connection is closed; nothing of that frame is
   applied (frames before it were).
@@ -36,6 +43,7 @@ from typing import NoReturn
 from rehost.errors import ProtocolError, RehostError, ReplicationError
 from rehost.replication import protocol as p
 from rehost.replication.auth import load_or_create_key, verify_token
+from rehost.replication.gate import Gate
 from rehost.replication.snapshots import SnapshotBackend, StoreBackend
 from rehost.replication.staging import SourceStaging, StagingBusy, StagingVolume, WriteBuffer
 
@@ -55,7 +63,8 @@ class ServerConfig:
     port: int = p.DEFAULT_PORT
     snapshot_interval: float = 600.0  # seconds; 0 disables periodic snapshots
     idle_timeout: float = 300.0  # a session that sends nothing (not even PING) for this long is closed
-    handshake_timeout: float = 30.0
+    handshake_timeout: float = 10.0  # from accept to a verified HELLO (TLS handshake included)
+    max_pending: int = 64  # connections not yet authenticated; another one closes the oldest
 
 
 @dataclass
@@ -113,10 +122,12 @@ class _WritePipeline:
 class Session:
     """One agent connection. Runs in its own thread."""
 
-    def __init__(self, server: ReplicationServer, conn: socket.socket, peer: str) -> None:
+    def __init__(self, server: ReplicationServer, conn: socket.socket, peer: str, hello: p.Hello) -> None:
+        """``hello`` is the first frame, already verified (`ReplicationServer.verify_hello`) by the gate."""
         self.server = server
         self.conn = conn
         self.peer = peer
+        self.hello = hello
         self.source: SourceState | None = None
         self.volumes: list[StagingVolume] = []
         self.superseded = False
@@ -185,12 +196,7 @@ class Session:
         try:
             self.conn.settimeout(POLL)
             reader = p.FrameReader(self.conn)
-            first = self._read(reader)
-            if first is None:
-                return
-            if not isinstance(first, p.Hello):
-                raise ProtocolError(f"expected HELLO, got {first.TYPE.name}")
-            self._hello(first)
+            self._hello(self.hello)
             while True:
                 msg = self._read(reader)
                 if msg is None:
@@ -229,17 +235,7 @@ class Session:
         raise p.ServerError(code, message)
 
     def _hello(self, hello: p.Hello) -> None:
-        if hello.version != p.PROTOCOL_VERSION:
-            self._fail(
-                p.ErrorCode.VERSION, f"protocol version {hello.version} unsupported; use {p.PROTOCOL_VERSION}"
-            )
-        if not verify_token(self.server.key, hello.source_server_id, hello.token):
-            self._fail(p.ErrorCode.AUTH, f"invalid replication token for {hello.source_server_id!r}")
-        if not 0 < len(hello.disks) <= MAX_DISKS:
-            self._fail(p.ErrorCode.BAD_DISK, f"a HELLO must list 1 to {MAX_DISKS} disks")
         names = [d.device_name for d in hello.disks]
-        if len(set(names)) != len(names) or any(not 0 < d.size <= MAX_DISK_SIZE for d in hello.disks):
-            self._fail(p.ErrorCode.BAD_DISK, "duplicate device names or invalid disk sizes")
         try:
             source = self.server.attach(hello.source_server_id, self)
         except StagingBusy as exc:
@@ -413,10 +409,18 @@ class ReplicationServer:
             )
         except OSError as exc:
             raise ReplicationError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
-        listener.settimeout(POLL)
         self._listener = listener
         self.address = listener.getsockname()[:2]
-        for target, name in ((self._accept_loop, "accept"), (self._timer_loop, "snapshot-timer")):
+        gate = Gate(
+            listener,
+            self.ssl_context,
+            self.verify_hello,
+            self._admit,
+            self.stopping,
+            max_pending=self.config.max_pending,
+            handshake_timeout=self.config.handshake_timeout,
+        )
+        for target, name in ((gate.run, "gate"), (self._timer_loop, "snapshot-timer")):
             thread = threading.Thread(target=target, name=f"{self.config.server_id}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -438,33 +442,27 @@ class ReplicationServer:
 
     # -- connections -------------------------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self.stopping.is_set():
-            try:
-                conn, addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if not self.stopping.is_set():
-                    log.error("accept failed: %s", exc)
-                    time.sleep(POLL)
-                continue
-            thread = threading.Thread(target=self._serve, args=(conn, f"{addr[0]}:{addr[1]}"), daemon=True)
-            thread.start()
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+    def verify_hello(self, hello: p.Hello) -> tuple[p.ErrorCode, str] | None:
+        """Why ``hello`` is refused (version, token, disks), or None: the gate admits only what passes."""
+        if hello.version != p.PROTOCOL_VERSION:
+            return p.ErrorCode.VERSION, f"protocol version {hello.version} unsupported; use {p.PROTOCOL_VERSION}"
+        if not verify_token(self.key, hello.source_server_id, hello.token):
+            return p.ErrorCode.AUTH, f"invalid replication token for {hello.source_server_id!r}"
+        if not 0 < len(hello.disks) <= MAX_DISKS:
+            return p.ErrorCode.BAD_DISK, f"a HELLO must list 1 to {MAX_DISKS} disks"
+        names = [d.device_name for d in hello.disks]
+        if len(set(names)) != len(names) or any(not 0 < d.size <= MAX_DISK_SIZE for d in hello.disks):
+            return p.ErrorCode.BAD_DISK, "duplicate device names or invalid disk sizes"
+        return None
 
-    def _serve(self, conn: socket.socket, peer: str) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context is not None:
-            try:
-                conn.settimeout(self.config.handshake_timeout)
-                conn = self.ssl_context.wrap_socket(conn, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                log.warning("%s: TLS handshake failed: %s", peer, exc)
-                conn.close()
-                return
-        Session(self, conn, peer).run()
+    def _admit(self, conn: socket.socket, peer: str, hello: p.Hello) -> None:
+        """Called by the gate with a verified HELLO: the session gets its thread (and its buffers) now."""
+        def serve() -> None:
+            Session(self, conn, peer, hello).run()
+
+        thread = threading.Thread(target=serve, name=f"{self.config.server_id}-session", daemon=True)
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def attach(self, source_server_id: str, session: Session) -> SourceState:
         """Bind ``session`` to its source server, superseding an older session of the same server."""
