@@ -21,11 +21,10 @@ from starlette.routing import Mount, Route
 
 from rehost import errors, ids
 from rehost.api.agent.params import check_agent_params
-from rehost.api.auth.authorize import resources_for
+from rehost.api.core.dispatch import MgnDispatcher, request_context
 from rehost.api.core.errors import (
     AwsError,
     from_rehost_error,
-    not_implemented,
     uninitialized,
     validation_error,
 )
@@ -53,11 +52,13 @@ def _json_error(service: RestJsonService | None, err: AwsError) -> Response:
 
 
 class MgnApi:
-    """Dispatches MGN operations from botocore's model to `MgnService` methods."""
+    """MGN's rest-json wire protocol: SigV4, rate limit, route and parse, then `MgnDispatcher` (validation,
+    IAM with the request's context, initialization, the service call), then the output serialized."""
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
         self.model = RestJsonService("mgn")
+        self.dispatcher = MgnDispatcher(cp.mgn, cp.authorizer)
 
     async def __call__(self, request: Request) -> Response:
         body = await request.body()
@@ -72,17 +73,11 @@ class MgnApi:
             if match is None:
                 raise AwsError("UnknownOperationException", f"No operation matches {request.method} {raw_path}", 404)
             op, labels = match
-            method = getattr(self.cp.mgn, snake(op.name), None)
-            if method is None:
-                # Before input validation: a caller must learn the operation is missing, not that a field is.
-                raise not_implemented(op.name)
+            # Before input parsing: a caller must learn the operation is missing, not that a field is.
+            self.dispatcher.operation(op.name)
             params = self.model.parse_input(op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body)
-            params.pop("accountID", None)
-            resources = resources_for(self.cp.mgn.account.arn(""), params)
-            await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{op.name}", resources)
-            if op.name != "InitializeService" and not self.cp.mgn.is_initialized():
-                raise uninitialized()
-            result = await run_in_threadpool(method, **params)
+            result = await run_in_threadpool(self.dispatcher.dispatch, identity, op.name, params,
+                                             request_context(request, identity))
             status, payload = self.model.serialize_output(op, result)
             return Response(payload, status_code=status, media_type="application/json")
         except AwsError as err:

@@ -43,6 +43,17 @@ def _policy_document(path: str) -> str:
         raise InvalidInput(f"cannot read policy document {path}: {exc.strerror}") from exc
 
 
+def _tags(pairs: list[str]) -> dict[str, str]:
+    """``Key=Value`` arguments (the AWS CLI's shorthand) as a dict."""
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"tag {pair!r}: write Key=Value")
+        tags[key] = value
+    return tags
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("iam", help="manage users, access keys and policies")
     iam = p.add_subparsers(dest="iam_command", metavar="COMMAND")
@@ -75,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add("list-access-keys", lambda d, a: d.list_access_keys(a.user_name), "user_name", help="list a user's access keys")
     add("delete-access-key", lambda d, a: d.delete_access_key(a.access_key_id, a.user_name), "user_name", "access_key_id",
         help="delete an access key")
+    c = add("tag-user", lambda d, a: d.tag_user(a.user_name, _tags(a.tags)), "user_name",
+            help="tag a user (its tags are aws:PrincipalTag/<key> in policy conditions)")
+    c.add_argument("tags", nargs="+", metavar="Key=Value")
+    c = add("untag-user", lambda d, a: d.untag_user(a.user_name, a.keys), "user_name", help="remove tags from a user")
+    c.add_argument("keys", nargs="+", metavar="KEY")
+    add("list-user-tags", lambda d, a: d.list_user_tags(a.user_name), "user_name", help="list a user's tags")
     c = add("get-session-token", lambda d, a: d.get_session_token(a.user_name, a.duration_seconds), "user_name",
             help="temporary credentials (ASIA... key with a session token)")
     c.add_argument("--duration-seconds", type=int, default=43200)

@@ -72,11 +72,12 @@ def page(console: Console, handler: Handler) -> Endpoint:
     return endpoint
 
 
-def _signin_page(console: Console, request: Request, error: str = "", status: int = 200) -> Response:
+def _signin_page(console: Console, request: Request, error: str = "", status: int = 200,
+                 headers: dict[str, str] | None = None) -> Response:
     pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
     body = console.env.get_template("signin.html").render(
         base=_base(request), token=console.sessions.pre_token(pre), error=error, region=console.cp.settings.region)
-    response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    response = HTMLResponse(body, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
     response.set_cookie(PRE_COOKIE, pre, max_age=3600, **_cookie_flags(request))  # type: ignore[arg-type]
     return response
 
@@ -94,11 +95,18 @@ def console_app(cp: ControlPlane) -> Starlette:
             return _signin_page(console, request, "Your sign-in form expired. Please try again.", 403)
         key_id = str(form.get("access_key_id") or "").strip()
         secret = str(form.get("secret_access_key") or "")
+        address = request.client.host if request.client else ""
+        # Refused before the secret is looked at, so a locked-out guesser learns nothing.
+        refusal = console.signin_throttle.refusal(address, key_id)
+        if refusal is not None:
+            return _signin_page(console, request, refusal[0], 429, {"retry-after": str(refusal[1])})
         record = await run_in_threadpool(console.cp.iam.lookup_key, key_id) if key_id else None
         # One message for every failure, so the form does not reveal which keys exist.
         if (record is None or record.status != "Active" or record.session_token is not None
                 or not hmac.compare_digest(record.secret_access_key.encode(), secret.encode())):
+            console.signin_throttle.failed(address, key_id)
             return _signin_page(console, request, "The access key ID or secret access key is not valid.", 401)
+        console.signin_throttle.succeeded(key_id)
         _, cookie = console.sessions.create(record.access_key_id, record.user_name)
         response = RedirectResponse(f"{_base(request)}/", status_code=303)
         response.set_cookie(COOKIE, cookie, max_age=int(SESSION_TTL), **_cookie_flags(request))  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
 """The console's request plumbing: who is signed in, the same IAM evaluation as the API, rendering.
 
-Every page and action goes through `Ctx`: `Ctx.call("StartTest", sourceServerIDs=[...])` authorizes
-``mgn:StartTest`` on the ARNs the input names (`rehost.api.auth.authorize.resources_for`, exactly as the
-API does), refuses with UninitializedAccountException as the API would, then calls the MGN service. A
-refusal raises `Refused` carrying the API's own error message, which the page shows.
+Every page and action goes through `Ctx`: `Ctx.call("StartTest", sourceServerIDs=[...])` goes through the
+API's own front door (`rehost.api.core.dispatch.MgnDispatcher`): the model's validation, ``mgn:StartTest``
+on every ARN the input names with this request's IAM context (source address, time, TLS, the user's
+tags), UninitializedAccountException, then the MGN service. A refusal raises `Refused` carrying the API's
+own error message, which the page shows.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from rehost import errors, ids
-from rehost.api.auth.authorize import resources_for
 from rehost.api.auth.sigv4 import VerifiedIdentity
-from rehost.api.core.errors import AwsError, from_rehost_error, uninitialized
+from rehost.api.core.dispatch import MgnDispatcher, request_context, snake
+from rehost.api.core.errors import AwsError, from_rehost_error
 from rehost.console import present
 from rehost.console.session import Session, SessionStore, load_or_create_key
+from rehost.console.throttle import SignInThrottle
 
 if TYPE_CHECKING:
     from rehost.controlplane import ControlPlane
@@ -60,8 +62,14 @@ class Refused(Exception):
         raise exc
 
 
-def snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+def form_number(text: str | None) -> int | str:
+    """A form field meant as a whole number: the int, 0 when empty, else the text as typed, which the
+    model's validation then refuses with the API's own message (nothing in a form is checked twice)."""
+    text = (text or "").strip()
+    try:
+        return int(text or 0)
+    except ValueError:
+        return text
 
 
 class Console:
@@ -70,6 +78,8 @@ class Console:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
         self.sessions = SessionStore(load_or_create_key(cp.settings.data_dir))
+        self.dispatcher = MgnDispatcher(cp.mgn, cp.authorizer)
+        self.signin_throttle = SignInThrottle()
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(when=present.when, bytes=present.human_bytes, lifecycle=present.lifecycle_label)
@@ -101,6 +111,7 @@ class Ctx:
     identity: VerifiedIdentity
     form: FormData | None = None
     _cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _context: dict[str, str] | None = None
 
     @property
     def cp(self) -> ControlPlane:
@@ -115,9 +126,16 @@ class Ctx:
 
     # -- authorization ----------------------------------------------------------------------------------
 
+    @property
+    def context(self) -> dict[str, str]:
+        """This request's IAM condition keys, as the API builds them (the console's region)."""
+        if self._context is None:
+            self._context = request_context(self.request, self.identity, region=self.cp.settings.region)
+        return self._context
+
     def authorize(self, action: str, resources: list[str] | None = None) -> None:
         try:
-            self.cp.authorizer.authorize(self.identity, action, resources or ["*"])
+            self.cp.authorizer.authorize(self.identity, action, resources or ["*"], self.context)
         except AwsError as exc:
             raise Refused(exc.code, exc.message) from exc
 
@@ -135,13 +153,8 @@ class Ctx:
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Run an MGN operation as the API would for this user; `Refused` with the API's message if not."""
         try:
-            self.cp.authorizer.authorize(self.identity, f"mgn:{operation}",
-                                         resources_for(self.cp.mgn.account.arn(""), params))
-            if operation != "InitializeService" and not self.cp.mgn.is_initialized():
-                raise uninitialized()
-            result: dict[str, Any] = getattr(self.cp.mgn, snake(operation))(**params)
-            return result
-        except (AwsError, errors.RehostError) as exc:
+            return self.console.dispatcher.dispatch(self.identity, operation, params, self.context)
+        except AwsError as exc:
             raise Refused.of(exc) from exc
 
     # IAM pages: AWSApplicationMigrationFullAccess grants no iam:* action, yet the hands-on's Step 1 needs
@@ -166,7 +179,7 @@ class Ctx:
         resources = [self.ec2_arn(f"launch-template/{params['LaunchTemplateId']}")] if params.get("LaunchTemplateId") else []
         resources += [self.ec2_arn(f"instance/{i}") for i in params.get("InstanceIds") or []]
         try:
-            self.cp.authorizer.authorize(self.identity, f"ec2:{operation}", resources or ["*"])
+            self.cp.authorizer.authorize(self.identity, f"ec2:{operation}", resources or ["*"], self.context)
         except AwsError as exc:
             raise Refused("UnauthorizedOperation",
                           f"You are not authorized to perform this operation. {exc.message}") from exc

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from rehost import errors, instancetypes
 from rehost.console import actions as act
 from rehost.console import launch_settings, pages_jobs, present
-from rehost.console.core import Ctx, Refused
+from rehost.console.core import Ctx, Refused, form_number
 
 LIFECYCLE_FILTERS = ("NOT_READY", "READY_FOR_TEST", "TESTING", "READY_FOR_CUTOVER", "CUTTING_OVER", "CUTOVER",
                      "DISCONNECTED")
@@ -194,16 +194,13 @@ def replication_save(ctx: Ctx) -> Response:
     sid = ctx.request.path_params["server_id"]
     form = {k: str(v) for k, v in ctx.form.items()}
     config = ctx.call("GetReplicationConfiguration", sourceServerID=sid)
-    try:
-        throttle = int(form.get("bandwidthThrottling") or 0)
-    except ValueError as exc:
-        raise Refused("ValidationException", "Bandwidth throttling must be a whole number of Mbps.") from exc
     disks = [dict(d, stagingDiskType=form.get(f"disk:{d['deviceName']}", d.get("stagingDiskType", "AUTO")))
              for d in config.get("replicatedDisks", [])]
     ctx.call("UpdateReplicationConfiguration", sourceServerID=sid,
              replicationServerInstanceType=form.get("replicationServerInstanceType") or config["replicationServerInstanceType"],
              useDedicatedReplicationServer=form.get("useDedicatedReplicationServer") == "on",
-             createPublicIP=form.get("createPublicIP") == "on", bandwidthThrottling=throttle, replicatedDisks=disks)
+             createPublicIP=form.get("createPublicIP") == "on",
+             bandwidthThrottling=form_number(form.get("bandwidthThrottling")), replicatedDisks=disks)
     ctx.flash("success", "Replication settings saved.")
     return ctx.redirect(f"/servers/{sid}?tab=replication")
 

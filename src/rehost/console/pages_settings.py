@@ -8,7 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from rehost import errors
-from rehost.console.core import Ctx, Refused
+from rehost.console.core import Ctx, Refused, form_number
 from rehost.iam.managed import managed_policy_names
 
 INSTANCE_TYPES = ("t3.micro", "t3.small", "t3.medium", "t3.large", "m5.large", "c5.large", "r5.large")
@@ -62,16 +62,10 @@ def replication_template(ctx: Ctx) -> Response:
 def replication_template_save(ctx: Ctx) -> Response:
     form = _form(ctx)
     tpl = _replication_template(ctx)
-    try:
-        throttle = int(form.get("bandwidthThrottling") or 0)
-    except ValueError as exc:
-        raise Refused("ValidationException", "Bandwidth throttling must be a whole number of Mbps.") from exc
-    if not 0 <= throttle <= 10000:
-        raise Refused("ValidationException", "Bandwidth throttling must be between 0 (no throttling) and 10000 Mbps.")
     params: dict[str, Any] = {
         "replicationServerInstanceType": form.get("replicationServerInstanceType") or tpl["replicationServerInstanceType"],
         "defaultLargeStagingDiskType": form.get("defaultLargeStagingDiskType") or tpl["defaultLargeStagingDiskType"],
-        "bandwidthThrottling": throttle,
+        "bandwidthThrottling": form_number(form.get("bandwidthThrottling")),
         "useDedicatedReplicationServer": form.get("useDedicatedReplicationServer") == "on",
         "createPublicIP": form.get("createPublicIP") == "on",
         "dataPlaneRouting": "PUBLIC_IP" if form.get("dataPlaneRouting") == "PUBLIC_IP" else "PRIVATE_IP",

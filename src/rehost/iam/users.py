@@ -29,6 +29,8 @@ USER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 AGENT_USER_PREFIX = "mgn-agent-"  # the user of one source server's agent: mgn-agent-s-...
 AGENT_POLICY_NAME = "rehost-agent"
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
+TAG_VALUE = re.compile(r"^[\w.:/=+\-@ ]{0,256}$")
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 
 
@@ -127,7 +129,46 @@ class IamDirectory:
             conn.execute(delete(schema.iam_access_keys).where(schema.iam_access_keys.c.user_name == name))
             conn.execute(delete(schema.iam_user_policies).where(schema.iam_user_policies.c.user_name == name))
             conn.execute(delete(schema.iam_users).where(schema.iam_users.c.name == name))
+            conn.execute(delete(schema.tags).where(schema.tags.c.arn == self.user_arn(name)))
         return {}
+
+    # -- user tags (aws:PrincipalTag/<key> in policy conditions) -------------------------------------
+
+    def tag_user(self, name: str, tags: dict[str, str]) -> dict[str, Any]:
+        """Add or replace tags on a user, as IAM's TagUser does (at most 50 per user)."""
+        from rehost.db import repo
+
+        for key, value in tags.items():
+            if not TAG_KEY.fullmatch(key) or key.lower().startswith("aws:") or not TAG_VALUE.fullmatch(value):
+                raise InvalidInput(f"Invalid tag {key!r}={value!r}: keys 1-128 and values 0-256 characters "
+                                   "of letters, digits, spaces and _.:/=+-@, keys not starting with aws:")
+        self.get_user(name)
+        with self.store.transaction() as conn:
+            arn = self.user_arn(name)
+            if len({**repo.get_tags(conn, arn), **tags}) > 50:
+                raise InvalidInput(f"Cannot exceed quota for TagsPerUser: 50 (user {name}).")
+            repo.put_tags(conn, arn, tags)
+        return {}
+
+    def untag_user(self, name: str, keys: list[str]) -> dict[str, Any]:
+        from rehost.db import repo
+
+        self.get_user(name)
+        with self.store.transaction() as conn:
+            repo.remove_tags(conn, self.user_arn(name), keys)
+        return {}
+
+    def list_user_tags(self, name: str) -> dict[str, Any]:
+        self.get_user(name)
+        return {"Tags": [{"Key": k, "Value": v} for k, v in sorted(self.principal(name)[1].items())]}
+
+    def principal(self, name: str) -> tuple[str | None, dict[str, str]]:
+        """A user's unique ID (None if it does not exist) and its tags, in one read."""
+        from rehost.db import repo
+
+        with self.store.read() as conn:
+            user_id = conn.execute(select(schema.iam_users.c.user_id).where(schema.iam_users.c.name == name)).scalar()
+            return user_id, repo.get_tags(conn, self.user_arn(name)) if user_id else {}
 
     # -- agents ---------------------------------------------------------------------------------------
 

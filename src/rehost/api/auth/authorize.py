@@ -1,15 +1,26 @@
 """Authentication and authorization of one API request: SigV4 against the key store, then IAM policies.
 
-The resource an operation touches is the ARN of what its input names (a source server, a job, a
-template, the ARN being tagged); operations that name nothing are evaluated on ``*``.
+The resources an operation touches are the ARNs of everything its input names (source servers, a job,
+templates, the ARN being tagged); operations that name nothing are evaluated on ``*``. A request is allowed
+only if every one of them is allowed.
+
+Policies are evaluated with the request's context (`request_context`: ``aws:SourceIp``,
+``aws:SecureTransport``, ``aws:CurrentTime``, ``aws:EpochTime``, ``aws:RequestedRegion``, ``aws:UserAgent``,
+``aws:username``) plus what the IAM directory knows of the principal (`Authorizer.authorize`:
+``aws:userid``, ``aws:PrincipalArn``, ``aws:PrincipalAccount``, ``aws:PrincipalType``,
+``aws:PrincipalTag/<key>`` for each tag of the user).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
+from rehost import ids
 from rehost.api.auth.sigv4 import KeyInfo, VerifiedIdentity, verify_request
 from rehost.api.core.errors import AwsError, access_denied
 from rehost.iam.users import IamDirectory
@@ -40,15 +51,65 @@ class Authorizer:
         except AuthError as exc:
             raise AwsError(exc.code, exc.message, exc.http_status) from exc
 
+    def principal_context(self, identity: VerifiedIdentity) -> dict[str, str]:
+        """The condition keys that describe who signed: user name and ID, ARN, account, tags."""
+        user_id, tags = self.iam.principal(identity.user_name)
+        out = {"aws:username": identity.user_name, "aws:PrincipalArn": identity.principal_arn,
+               "aws:PrincipalAccount": identity.account_id, "aws:PrincipalType": "User"}
+        if user_id:
+            out["aws:userid"] = user_id
+        out.update({f"aws:PrincipalTag/{key}": value for key, value in tags.items()})
+        return out
+
     def authorize(self, identity: VerifiedIdentity, action: str, resources: list[str],
-                  context: dict[str, Any] | None = None) -> None:
+                  context: Mapping[str, str | Sequence[str]] | None = None) -> None:
+        """Allow `action` on every one of `resources` or raise AccessDeniedException naming the first
+        denied one. `context` is the request's (`request_context`); the principal's keys are added here."""
         from rehost.iam.policy import Decision, access_denied_message, evaluate
 
         policies = self.iam.policies_of(identity.user_name)
+        full = {**(context or {}), **self.principal_context(identity)}
         for resource in resources or ["*"]:
-            decision = evaluate(policies, action, resource, context or {})
+            decision = evaluate(policies, action, resource, full)
             if decision is not Decision.ALLOW:
                 raise access_denied(access_denied_message(identity.principal_arn, action, resource, decision))
+
+
+def request_context(request: HTTPConnection, identity: VerifiedIdentity | None = None, *,
+                    region: str | None = None, now: datetime | None = None) -> dict[str, str]:
+    """The global condition keys a request carries, for `Authorizer.authorize`.
+
+    ``aws:SourceIp`` is the peer address of the connection (rehost serves without a proxy in front, so
+    no forwarding header is believed); ``aws:SecureTransport`` whether it came over TLS;
+    ``aws:RequestedRegion`` the region the request was signed for (`region` when there is no signature,
+    as for the console).
+    """
+    when = now or ids.utcnow()
+    out = {"aws:SecureTransport": "true" if request.url.scheme in ("https", "wss") else "false",
+           "aws:CurrentTime": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "aws:EpochTime": str(int(when.timestamp()))}
+    client = request.scope.get("client")
+    if client and client[0]:
+        out["aws:SourceIp"] = _plain_ip(str(client[0]))
+    agent = request.headers.get("user-agent")
+    if agent is not None:
+        out["aws:UserAgent"] = agent
+    requested = identity.region if identity is not None and identity.region else region
+    if requested:
+        out["aws:RequestedRegion"] = requested
+    if identity is not None:
+        out["aws:username"] = identity.user_name
+    return out
+
+
+def _plain_ip(host: str) -> str:
+    """An IPv4-mapped IPv6 peer (``::ffff:10.0.0.1``) as the IPv4 address it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
@@ -60,10 +121,11 @@ def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
         out.append(f"{account_arn}source-server/{sid}")
     if params.get("jobID"):
         out.append(f"{account_arn}job/{params['jobID']}")
-    if params.get("replicationConfigurationTemplateID"):
-        out.append(f"{account_arn}replication-configuration-template/{params['replicationConfigurationTemplateID']}")
-    if params.get("launchConfigurationTemplateID"):
-        out.append(f"{account_arn}launch-configuration-template/{params['launchConfigurationTemplateID']}")
+    for kind in ("replication", "launch"):
+        member = f"{kind}ConfigurationTemplateID"
+        named = [params[member]] if params.get(member) else []
+        for template_id in named + list(params.get(member + "s") or []):
+            out.append(f"{account_arn}{kind}-configuration-template/{template_id}")
     if params.get("resourceArn"):
         out.append(params["resourceArn"])
     return out or ["*"]

@@ -1,0 +1,92 @@
+"""The one front door of MGN's operations, for the API and the console alike.
+
+`MgnDispatcher.dispatch(identity, "StartTest", {"sourceServerIDs": [...]}, context)` does, in this order:
+1. find the operation in botocore's model (UnknownOperationException) and its `MgnService` method
+   ("not implemented" ValidationException when rehost has none);
+2. validate the input against the operation's input shape (`rehost.api.core.model.validate`), so a value
+   the model forbids is refused with the API's own ValidationException whoever sent it;
+3. drop what the model does not declare (unknown members, at any depth, are ignored as AWS ignores them,
+   so they never reach a service method as keyword arguments nor get stored), JSON nulls (absent) and
+   ``accountID`` (rehost serves one account);
+4. authorize ``mgn:<Operation>`` on every resource the input names (`resources_for`) with the request's
+   context (`request_context`): one denied resource refuses the whole request before anything runs;
+5. refuse with UninitializedAccountException before InitializeService;
+6. call the service, translating rehost's errors into MGN's error shapes once, here.
+
+Every failure is an `AwsError`; the API answers it as JSON, the console shows its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from botocore.model import OperationModel, Shape
+
+from rehost import errors
+from rehost.api.auth.authorize import Authorizer, request_context, resources_for
+from rehost.api.auth.sigv4 import VerifiedIdentity
+from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized
+from rehost.api.core.model import service_model, validate
+
+if TYPE_CHECKING:
+    from rehost.api.mgn.service import MgnService
+
+__all__ = ["MgnDispatcher", "prune", "request_context", "snake"]
+
+Context = Mapping[str, str | Sequence[str]]
+
+
+def snake(name: str) -> str:
+    """``StartTest`` -> ``start_test``: an operation's service method."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def prune(shape: Shape, value: Any) -> Any:
+    """`value` (already valid for `shape`) without the members `shape` does not declare and without nulls."""
+    t = shape.type_name
+    if t == "structure" and isinstance(value, dict):
+        return {key: prune(shape.members[key], item) for key, item in value.items()
+                if key in shape.members and item is not None}
+    if t == "list" and isinstance(value, list):
+        return [prune(shape.member, item) for item in value]
+    if t == "map" and isinstance(value, dict):
+        return {key: prune(shape.value, item) for key, item in value.items()}
+    return value
+
+
+class MgnDispatcher:
+    """Validates, authorizes and runs MGN operations on one `MgnService` (see the module's docstring)."""
+
+    def __init__(self, mgn: MgnService, authorizer: Authorizer) -> None:
+        self.mgn = mgn
+        self.authorizer = authorizer
+        self.model = service_model("mgn")
+
+    def operation(self, name: str) -> tuple[OperationModel, Callable[..., dict[str, Any]]]:
+        """The operation's model and its service method; raises when either is missing."""
+        if name not in self.model.operation_names:
+            raise AwsError("UnknownOperationException", f"Unknown operation {name}", 404)
+        method = getattr(self.mgn, snake(name), None)
+        if method is None:
+            raise not_implemented(name)
+        return self.model.operation_model(name), method
+
+    def dispatch(self, identity: VerifiedIdentity, operation: str, params: Mapping[str, Any],
+                 context: Context | None = None) -> dict[str, Any]:
+        """Run `operation` with `params` (the model's member names) as `identity`; raise `AwsError`."""
+        op, method = self.operation(operation)
+        shape = op.input_shape
+        call: dict[str, Any] = {}
+        if shape is not None:
+            validate(shape, dict(params), "")
+            call = prune(shape, dict(params))
+            call.pop("accountID", None)
+        self.authorizer.authorize(identity, f"mgn:{op.name}", resources_for(self.mgn.account.arn(""), call),
+                                  context)
+        if op.name != "InitializeService" and not self.mgn.is_initialized():
+            raise uninitialized()
+        try:
+            return method(**call) or {}
+        except errors.RehostError as exc:
+            raise from_rehost_error(exc) from exc
