@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -46,15 +47,21 @@ class RunningServer:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     region: str = "us-east-1"
+    tls: bool = False  # served with --tls: clients trust the data directory's CA
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_bundle(self) -> str | None:
+        return str(self.data_dir / "tls" / "ca.pem") if self.tls else None
 
     def start(self) -> RunningServer:
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [*REHOST, "server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
+            [*REHOST, "server", "--data-dir", str(self.data_dir), "--port", str(self.port),
+             *(["--tls"] if self.tls else []), *self.extra_args],
             stdout=log, stderr=log, env={**os.environ, **self.env})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -62,7 +69,8 @@ class RunningServer:
                 raise AssertionError(f"rehost server exited with {self.proc.returncode}: "
                                      f"{(self.data_dir.parent / f'server-{self.port}.log').read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1) as resp:
+                context = ssl.create_default_context(cafile=self.ca_bundle) if self.tls else None
+                with urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1, context=context) as resp:
                     if resp.status == 200:
                         return self
             except OSError:
@@ -90,7 +98,7 @@ class RunningServer:
         key = key or self.access_key()
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id=key[0],
-            aws_secret_access_key=key[1], aws_session_token=session_token,
+            aws_secret_access_key=key[1], aws_session_token=session_token, verify=self.ca_bundle,
             config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=120))
 
 

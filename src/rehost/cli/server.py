@@ -9,7 +9,8 @@ import signal
 import sys
 from types import FrameType
 
-from rehost.config import load_settings
+from rehost.config import Settings, load_settings
+from rehost.errors import InvalidInput
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--snapshot-interval", type=float, default=None,
                    help="seconds between the replication servers' own point-in-time snapshots while data "
                         "changes (default 600, MGN's 10 minutes)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a certificate signed by the data directory's CA (clients trust "
+                        "DATA_DIR/tls/ca.pem, the CA the replication servers use)")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -55,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cert = _tls_files(args, settings)
     app, cp = build_server_app(settings)
+    scheme = "https" if cert else "http"
     print(f"rehost control plane for account {cp.account.account_id} in {settings.region}: "
-          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+          f"{scheme}://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler installed
     # before it: by default that kills the process on the spot, and the replication servers this control
     # plane started would outlive it. This handler turns it into an exit that runs cp.close() first; the
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # such a job with JOB_CANCEL).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                    ssl_certfile=cert[0] if cert else None, ssl_keyfile=cert[1] if cert else None)
     except _Terminated:
         cp.close()
         logging.shutdown()
@@ -74,6 +83,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cp.close()
     return 0
+
+
+def _tls_files(args: argparse.Namespace, settings: Settings) -> tuple[str, str] | None:
+    """(certificate, key) to serve HTTPS with, or None for plain HTTP. Without a certificate of the
+    operator's own, the replication servers' certificate is used: signed by the data directory's CA, for
+    localhost, 127.0.0.1, --host and --advertise-replication-host."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidInput("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        for path in (args.tls_cert, args.tls_key):
+            if not os.path.isfile(path):
+                raise InvalidInput(f"{path}: no such file")
+        return args.tls_cert, args.tls_key
+    if not args.tls:
+        return None
+    from rehost.replication.tls import SERVER_CERT, SERVER_KEY, ensure_tls, tls_dir
+
+    hosts = tuple(h for h in (settings.host, settings.advertised_replication_host) if h and h != "0.0.0.0")
+    ensure_tls(settings.data_dir, extra_hosts=hosts)
+    folder = tls_dir(settings.data_dir)
+    return str(folder / SERVER_CERT), str(folder / SERVER_KEY)
 
 
 class _Terminated(BaseException):
