@@ -3,6 +3,7 @@ real ``rehost replication-server`` subprocess, and TLS clients."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,16 +47,25 @@ def env(tmp_path: Path) -> Env:
     return Env(data_dir, load_or_create_key(data_dir), ensure_tls(data_dir))
 
 
-@pytest.fixture
-def server(env: Env) -> Iterator[ReplicationServer]:
-    """A real server (TLS, staging, chunk store) in this process, on a free loopback port."""
-    config = ServerConfig(data_dir=env.data_dir, server_id="rs-inproc", port=0, snapshot_interval=0)
+@contextlib.contextmanager
+def running(env: Env, **settings: Any) -> Iterator[ReplicationServer]:
+    """A real server (TLS, staging, chunk store) in this process, on a free loopback port; ``settings``
+    override ``ServerConfig``'s."""
+    config = ServerConfig(
+        **{"data_dir": env.data_dir, "server_id": "rs-inproc", "port": 0, "snapshot_interval": 0, **settings}
+    )
     srv = ReplicationServer(config, server_context(env.data_dir))
     srv.start()
     try:
         yield srv
     finally:
         srv.stop(timeout=10)
+
+
+@pytest.fixture
+def server(env: Env) -> Iterator[ReplicationServer]:
+    with running(env) as srv:
+        yield srv
 
 
 def client(env: Env, address: tuple[str, int]) -> p.ReplicationClient:
