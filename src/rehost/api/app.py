@@ -20,15 +20,14 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
 from rehost import errors, ids
-from rehost.api.agent.params import check_agent_params
+from rehost.api.agent.params import agent_model
 from rehost.api.core.dispatch import MgnDispatcher, request_context
 from rehost.api.core.errors import (
     AwsError,
     from_rehost_error,
     uninitialized,
-    validation_error,
 )
-from rehost.api.core.model import RestJsonService
+from rehost.api.core.model import RestJsonService, read_body
 
 if TYPE_CHECKING:
     from rehost.controlplane import ControlPlane
@@ -90,47 +89,44 @@ class MgnApi:
 
 
 class AgentApi:
-    """``POST /agent/<Action>``: the private operations the replication agent calls."""
+    """``POST /agent/<Operation>``: the private operations the replication agent calls, served from the
+    agent API's own model (`rehost.api.agent.params`) as MgnApi serves MGN's: the operation is found by its
+    exact name in the model, its input validated against the model's shapes (undeclared members refused)
+    before any service code runs, and IAM asked about exactly ``mgn:<that operation>``."""
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        self.model = RestJsonService(agent_model(), reject_unknown=True)
 
     async def __call__(self, request: Request) -> Response:
-        action = request.path_params["action"]
-        body = await request.body()
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+        query = request.scope.get("query_string", b"").decode("latin-1")
         try:
+            body = await read_body(request.stream())
             identity = await run_in_threadpool(
-                self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path,
-                query_string=request.scope.get("query_string", b"").decode("latin-1"),
+                self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path, query_string=query,
                 headers=request.scope["headers"], body=body, service="mgn", now=ids.utcnow())
-            method = getattr(self.cp.agent, snake(action), None) if action.endswith("ForMgn") else None
-            if method is None:
-                raise AwsError("UnknownOperationException", f"Unknown agent operation {action}", 404)
-            try:
-                params = json.loads(body or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise validation_error(f"Could not parse request body: {exc}", reason="cannotParse") from exc
-            if not isinstance(params, dict):
-                raise validation_error("Request body must be a JSON object", reason="cannotParse")
-            check_agent_params(action, method, params)
+            match = self.model.match(request.method, raw_path)
+            if match is None:
+                raise AwsError("UnknownOperationException", f"Unknown agent operation {raw_path[:200]!r}", 404)
+            op, labels = match
+            method = getattr(self.cp.agent, snake(op.name))
+            params = self.model.parse_input(op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body)
             server_id = params.get("sourceServerID")
             resource = self.cp.mgn.account.arn(f"source-server/{server_id}" if server_id else "source-server/*")
-            await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{action}", [resource])
+            await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{op.name}", [resource],
+                                    request_context(request, identity))
             if not self.cp.mgn.is_initialized():
                 raise uninitialized()
-            try:
-                result = await run_in_threadpool(method, **params)
-            except TypeError as exc:  # unknown or missing members in the request
-                raise validation_error(f"{action}: {exc}") from exc
+            result = await run_in_threadpool(method, **params)
             return Response(json.dumps(result).encode(), media_type="application/json")
         except AwsError as err:
-            return _json_error(None, err)
+            return _json_error(self.model, err)
         except errors.RehostError as exc:
-            return _json_error(None, from_rehost_error(exc))
+            return _json_error(self.model, from_rehost_error(exc))
         except Exception:
-            log.exception("internal error in agent call %s", action)
-            return _json_error(None, AwsError("InternalServerException", "An internal error occurred.", 500))
+            log.exception("internal error in agent call %s", raw_path[:200])
+            return _json_error(self.model, AwsError("InternalServerException", "An internal error occurred.", 500))
 
 
 def build_app(cp: ControlPlane, extra_routes: list[Route | Mount] | None = None,

@@ -1,109 +1,50 @@
-"""Checks an agent API request body before it reaches `AgentService`, so a malformed body is a
-ValidationException naming the field, never an InternalServerException.
+"""The agent API's model: ``agent-model.json``, a botocore-format service model of the private operations
+the replication agent calls (``POST /agent/<Operation>``), so that their inputs are declared and validated
+exactly as MGN's are, by `rehost.api.core.model`, before any service code runs.
 
-Top-level members are checked against the service method's own type hints (the agent API has no botocore
-model); members that carry MGN shapes (``sourceProperties``, ``replicatedDisks``, ``error``) are checked
-against those shapes in MGN's model, as the public API's inputs are.
+Shapes the file references but does not define are MGN's own (SourceServerID, TagsMap, OS,
+NetworkInterfaces, DataReplicationState, the error shapes, ...), copied from botocore's ``mgn`` model with
+everything they reference; the file defines only what is the agent's or stricter than MGN's (a disk's size
+and a CPU's core count are required, dates are ISO-8601 timestamps with an offset).
 """
 
 from __future__ import annotations
 
-import inspect
-import types
-import typing
-from collections.abc import Callable
+import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
-from rehost.api.core.errors import AwsError, validation_error
-from rehost.api.core.model import service_model, validate
+import botocore.session
+from botocore.model import ServiceModel
 
-# Members whose values are MGN shapes: (shape name, whether the value is a list of that shape).
-_MGN_SHAPES: dict[str, tuple[str, bool]] = {
-    "sourceProperties": ("SourceProperties", False),
-    "replicatedDisks": ("DataReplicationInfoReplicatedDisk", True),
-    "error": ("DataReplicationError", False),
-    "devices": ("Disk", True),  # {deviceName, bytes} as MGN's Disk; isBoot is rehost's own
-}
+MODEL_PATH = Path(__file__).with_name("agent-model.json")
+SERVICE_NAME = "mgn-agent"
+
+
+def _references(shape: dict[str, Any]) -> list[str]:
+    refs = [shape[k]["shape"] for k in ("member", "key", "value") if k in shape]
+    return refs + [m["shape"] for m in shape.get("members", {}).values()]
+
+
+def model_document() -> dict[str, Any]:
+    """The agent model's JSON with the MGN shapes it references added."""
+    doc: dict[str, Any] = json.loads(MODEL_PATH.read_text())
+    mgn_shapes = botocore.session.get_session().get_component("data_loader").load_service_model("mgn", "service-2")["shapes"]
+    shapes: dict[str, Any] = doc["shapes"]
+    pending = [s for shape in shapes.values() for s in _references(shape)]
+    pending += [e["shape"] for op in doc["operations"].values() for e in op.get("errors", [])]
+    while pending:
+        name = pending.pop()
+        if name in shapes:
+            continue
+        if name not in mgn_shapes:
+            raise KeyError(f"agent-model.json references {name}, which neither it nor MGN's model defines")
+        shapes[name] = mgn_shapes[name]
+        pending.extend(_references(shapes[name]))
+    return doc
 
 
 @cache
-def _hints(method: Callable[..., Any]) -> dict[str, Any]:
-    func = getattr(method, "__func__", method)
-    hints = typing.get_type_hints(func)
-    hints.pop("return", None)
-    return hints
-
-
-def _fail(path: str, message: str) -> AwsError:
-    return validation_error(f"{path}: {message}", fields=[{"name": path, "message": message}])
-
-
-def _check(hint: Any, value: Any, path: str) -> None:
-    if hint is Any:
-        return
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return
-        errors: list[AwsError] = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                _check(option, value, path)
-                return
-            except AwsError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is list:
-        if not isinstance(value, list):
-            raise _fail(path, "must be a list")
-        (item,) = typing.get_args(hint) or (Any,)
-        for i, v in enumerate(value):
-            _check(item, v, f"{path}[{i}]")
-        return
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _fail(path, "must be an object")
-        _, item = typing.get_args(hint) or (str, Any)
-        for k, v in value.items():
-            _check(item, v, f"{path}.{k}")
-        return
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(hint, type):
-        ok = isinstance(value, hint)
-    else:  # a hint this checker does not know: the service checks it
-        ok = True
-    if not ok:
-        raise _fail(path, f"must be of type {getattr(hint, '__name__', hint)}")
-
-
-def check_agent_params(action: str, method: Callable[..., Any], params: dict[str, Any]) -> None:
-    """Raise ValidationException for a missing, unknown or mistyped member of ``action``'s body."""
-    signature = inspect.signature(method)
-    accepts_more = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    hints = _hints(method)
-    for name, param in signature.parameters.items():
-        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        if name not in params:
-            if param.default is inspect.Parameter.empty:
-                raise _fail(name, f"is required by {action}")
-            continue
-        _check(hints.get(name, Any), params[name], name)
-        shape = _MGN_SHAPES.get(name)
-        if shape is not None and params[name] is not None:
-            model_shape = service_model("mgn").shape_for(shape[0])
-            for i, item in enumerate(params[name] if shape[1] else [params[name]]):
-                validate(model_shape, item, f"{name}[{i}]" if shape[1] else name)
-    if not accepts_more:
-        unknown = sorted(set(params) - set(signature.parameters))
-        if unknown:
-            raise _fail(unknown[0], f"is not a member of {action}")
+def agent_model() -> ServiceModel:
+    return ServiceModel(model_document(), service_name=SERVICE_NAME)

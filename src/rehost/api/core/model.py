@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -97,6 +98,19 @@ def parse_json(body: bytes, *, max_bytes: int = MAX_BODY_BYTES, max_depth: int =
     return loaded
 
 
+async def read_body(chunks: AsyncIterator[bytes], max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """A request body read from its stream, stopping at ``max_bytes``: a bigger one is cannotParse and is
+    never held in memory whole."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise validation_error(f"Request body is larger than {max_bytes} bytes", reason="cannotParse")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; an empty body is ``{}``."""
     if not body.strip():
@@ -142,10 +156,14 @@ def _compile_uri(uri: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 
 class RestJsonService:
-    """A rest-json service (MGN) served from its botocore model."""
+    """A rest-json service served from its botocore model: MGN's (by name), or the agent API's.
 
-    def __init__(self, name: str) -> None:
-        self.model = service_model(name)
+    ``reject_unknown``: a member the model does not declare is a ValidationException instead of being
+    dropped (the agent API, whose one client is rehost's own agent)."""
+
+    def __init__(self, name: str | ServiceModel, *, reject_unknown: bool = False) -> None:
+        self.model = service_model(name) if isinstance(name, str) else name
+        self.reject_unknown = reject_unknown
         self.routes: list[Route] = []
         for op_name in self.model.operation_names:
             op = self.model.operation_model(op_name)
@@ -184,7 +202,7 @@ class RestJsonService:
                 params[name] = values if member.type_name == "list" else _coerce_scalar(member, values[-1], name)
             elif loc == "header" and wire.lower() in headers:
                 params[name] = headers[wire.lower()]
-        validate(shape, params, "")
+        validate(shape, params, "", reject_unknown=self.reject_unknown)
         return dict(clean(shape, params))
 
     def serialize_output(self, op: OperationModel, result: dict[str, Any] | None) -> tuple[int, bytes]:
@@ -303,15 +321,20 @@ def validate(shape: Shape, value: Any, path: str, *, reject_unknown: bool = Fals
         if not isinstance(value, bool):
             raise _fail(path, "Member must be a boolean")
     elif t == "timestamp":
-        if _timestamp(value) is None:
-            raise _fail(path, "Member must be a timestamp (ISO-8601, or seconds since the epoch)")
+        if shape.serialization.get("timestampFormat") == "iso8601":
+            if not isinstance(value, str) or _timestamp(value) is None:
+                raise _fail(path, "Member must be an ISO-8601 date and time with its offset")
+        elif _timestamp(value) is None:
+            raise _fail(path, "Member must be a timestamp (ISO-8601 with its offset, or seconds since the epoch)")
     elif t == "blob":
         if not isinstance(value, str):
             raise _fail(path, "Member must be a base64 string")
 
 
-def _timestamp(value: Any) -> datetime | None:
-    """``value`` as an aware datetime when it is a valid timestamp (datetime, epoch seconds, ISO-8601)."""
+def _timestamp(value: Any, *, offset_required: bool = True) -> datetime | None:
+    """``value`` as a datetime when it is a valid timestamp (datetime, epoch seconds, ISO-8601 with an
+    offset, or without one unless ``offset_required``: an input's local time of an unknown zone is
+    not comparable with any other)."""
     try:
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -319,7 +342,7 @@ def _timestamp(value: Any) -> datetime | None:
             return datetime.fromtimestamp(value, tz=UTC) if math.isfinite(value) else None
         if isinstance(value, str) and 10 <= len(value) <= 40:
             parsed = ids.parse_iso(value)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed if parsed.tzinfo or not offset_required else None
     except (ValueError, OverflowError, OSError):
         return None
     return None
@@ -399,7 +422,7 @@ def _serialize(shape: Shape, value: Any, path: str) -> Any:
         pairs = ((str(k), serialize(shape.value, v, f"{path}[{k}]")) for k, v in value.items())
         return {k: v for k, v in pairs if v is not None}
     if t == "timestamp":
-        when = _timestamp(value)
+        when = _timestamp(value, offset_required=False)
         if when is None:
             raise _Malformed(f"{path}: {str(value)[:40]!r} is not a timestamp")
         return when.timestamp() if isinstance(value, datetime) else value

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from rehost import errors, ids
 from rehost.api.auth.authorize import Authorizer
 from rehost.api.core.errors import AwsError
+from rehost.api.core.model import read_body
 from rehost.api.ec2.protocol import Ec2ApiError, error_xml, operation, parse_params, response_xml
 from rehost.launch.service import Ec2Service
 
@@ -49,8 +50,11 @@ class Ec2Api:
 
     async def __call__(self, request: Request) -> Response:
         request_id = ids.new_id("req")
-        body = await request.body()
         try:
+            try:
+                body = await read_body(request.stream())
+            except AwsError as err:
+                raise Ec2ApiError("MalformedQueryString", err.message) from err
             result_op, result = await self._handle(request, body)
             return Response(response_xml(result_op, result, request_id), media_type="text/xml")
         except Ec2ApiError as err:

@@ -16,6 +16,8 @@ member under its ``locationName`` and list items as ``<item>``, which is what bo
 from __future__ import annotations
 
 import base64
+import math
+import re
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -27,6 +29,13 @@ from botocore.model import OperationModel, ServiceModel, Shape
 from rehost import ids
 
 API_VERSION = "2016-11-15"
+#: The highest list index (``Name.N``) a request may use; EC2 itself caps its lists at 1,000 items.
+MAX_LIST_INDEX = 1000
+_INDEX = re.compile(r"[1-9][0-9]{0,3}")  # ASCII digits only: str.isdigit() is true for '²'
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_NUMBER = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?")
+# Characters XML 1.0 does not allow, even escaped: C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 XMLNS = f"http://ec2.amazonaws.com/doc/{API_VERSION}/"
 
 
@@ -71,6 +80,10 @@ def parse_params(op: OperationModel, form: dict[str, str]) -> dict[str, Any]:
     if shape is None:
         return {}
     keys = sorted(form)
+    known = {_wire_name(member, name) for name, member in shape.members.items()}
+    for key in keys:
+        if key.split(".", 1)[0] not in known:
+            raise Ec2ApiError("UnknownParameter", f"The parameter {xml_text(key, 100)} is not recognized")
     value = _decode_structure(shape, form, keys, "")
     _check_required(shape, value, "")
     return value
@@ -85,9 +98,7 @@ def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> An
     if t == "structure":
         return _decode_structure(shape, form, keys, key + ".")
     if t == "list":
-        indices = sorted({int(k[len(key) + 1:].split(".", 1)[0]) for k in keys
-                          if k.startswith(key + ".") and k[len(key) + 1:].split(".", 1)[0].isdigit()})
-        return [_decode(shape.member, form, keys, f"{key}.{i}") for i in indices]
+        return [_decode(shape.member, form, keys, f"{key}.{i}") for i in _indices(keys, key)]
     if t == "map":
         out: dict[str, Any] = {}
         i = 1
@@ -97,6 +108,20 @@ def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> An
             i += 1
         return out
     return _scalar(shape, form.get(key), key)
+
+
+def _indices(keys: list[str], key: str) -> list[int]:
+    """The item numbers N of the list parameter ``key`` (``key.N``, ``key.N.Sub``), in order."""
+    found: set[int] = set()
+    for k in keys:
+        if not k.startswith(key + "."):
+            continue
+        index = k[len(key) + 1:].split(".", 1)[0]
+        if not _INDEX.fullmatch(index) or int(index) > MAX_LIST_INDEX:
+            raise Ec2ApiError("InvalidParameterValue",
+                              f"The parameter {xml_text(k, 100)} is invalid: list items are numbered 1 to {MAX_LIST_INDEX}.")
+        found.add(int(index))
+    return sorted(found)
 
 
 def _decode_structure(shape: Shape, form: dict[str, str], keys: list[str], prefix: str) -> dict[str, Any]:
@@ -118,10 +143,9 @@ def _scalar(shape: Shape, text: str | None, key: str) -> Any:
         return None
     t = shape.type_name
     if t in ("integer", "long"):
-        try:
-            value = int(text)
-        except ValueError:
-            raise invalid_value(key, text) from None
+        if not _INTEGER.fullmatch(text):
+            raise invalid_value(key, text)
+        value = int(text)
         md = shape.metadata
         if ("min" in md and value < md["min"]) or ("max" in md and value > md["max"]):
             raise invalid_value(key, text)
@@ -131,14 +155,14 @@ def _scalar(shape: Shape, text: str | None, key: str) -> Any:
             raise invalid_value(key, text)
         return text.lower() == "true"
     if t in ("double", "float"):
-        try:
-            return float(text)
-        except ValueError:
-            raise invalid_value(key, text) from None
+        number = float(text) if _NUMBER.fullmatch(text) else math.inf
+        if not math.isfinite(number):
+            raise invalid_value(key, text)
+        return number
     if t == "timestamp":
         try:
             return ids.parse_iso(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise invalid_value(key, text) from None
     if t == "blob":
         try:
@@ -164,7 +188,19 @@ def _check_required(shape: Shape, value: dict[str, Any], prefix: str) -> None:
 
 
 def invalid_value(key: str, text: str) -> Ec2ApiError:
-    return Ec2ApiError("InvalidParameterValue", f"Value ({text}) for parameter {key} is invalid.")
+    return Ec2ApiError("InvalidParameterValue", f"Value ({xml_text(text, 200)}) for parameter {xml_text(key, 100)} is invalid.")
+
+
+def xml_text(text: str, limit: int | None = None) -> str:
+    """``text`` fit for XML 1.0 character data: cut to ``limit`` characters, characters XML cannot carry
+    written as ``\\xNN``/``\\uNNNN``. (Markup is escaped where the XML is written.)"""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() < " " else f"\\u{ord(m.group()):04x}", text)
+
+
+def _xml(value: Any) -> str:
+    return escape(xml_text(str(value)))
 
 
 # -- output ---------------------------------------------------------------------------------------------
@@ -172,7 +208,7 @@ def invalid_value(key: str, text: str) -> Ec2ApiError:
 def response_xml(op: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
     """The XML body of a successful ``op`` whose member-named output is ``result``."""
     parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{op.name}Response xmlns="{XMLNS}">',
-             f"<requestId>{escape(request_id)}</requestId>"]
+             f"<requestId>{_xml(request_id)}</requestId>"]
     if op.output_shape is not None:
         parts.append(_structure_body(op.output_shape, result))
     parts.append(f"</{op.name}Response>")
@@ -198,20 +234,20 @@ def _body(shape: Shape, value: Any) -> str:
         tag = shape.member.serialization.get("name", "member")
         return "".join(f"<{tag}>{_body(shape.member, v)}</{tag}>" for v in value)
     if t == "map":
-        return "".join(f"<entry><key>{escape(str(k))}</key><value>{_body(shape.value, v)}</value></entry>"
+        return "".join(f"<entry><key>{_xml(k)}</key><value>{_body(shape.value, v)}</value></entry>"
                        for k, v in value.items())
     if t == "boolean":
         return "true" if value else "false"
     if t == "timestamp":
         if isinstance(value, datetime):
             return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-        return escape(str(value))
+        return _xml(value)
     if t == "blob":
         return base64.b64encode(value).decode()
-    return escape(str(value))
+    return _xml(value)
 
 
 def error_xml(err: Ec2ApiError, request_id: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(err.code)}</Code>'
-            f"<Message>{escape(err.message)}</Message></Error></Errors>"
-            f"<RequestID>{escape(request_id)}</RequestID></Response>").encode()
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{_xml(err.code)}</Code>'
+            f"<Message>{_xml(err.message)}</Message></Error></Errors>"
+            f"<RequestID>{_xml(request_id)}</RequestID></Response>").encode()
