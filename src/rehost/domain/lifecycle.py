@@ -52,6 +52,9 @@ TRANSITIONS: dict[tuple[Trigger, LifeCycleState], LifeCycleState] = {
     (Trigger.REVERT_TO_READY_FOR_CUTOVER, S.CUTTING_OVER): S.READY_FOR_CUTOVER,
     (Trigger.FINALIZE_CUTOVER, S.CUTTING_OVER): S.CUTOVER,
     (Trigger.CHANGE_TO_CUTOVER, S.CUTTING_OVER): S.CUTOVER,
+    # Cloud Migration Factory's finalize: DisconnectFromService, then mark the server cut over (MGN accepts
+    # it for a server whose cutover instance was launched; the service checks that).
+    (Trigger.CHANGE_TO_CUTOVER, S.DISCONNECTED): S.CUTOVER,
     **{(Trigger.DISCONNECT, state): S.DISCONNECTED for state in _ANY_CONNECTED},
 }
 

@@ -121,11 +121,12 @@ def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
         out.append(f"{account_arn}source-server/{sid}")
     if params.get("jobID"):
         out.append(f"{account_arn}job/{params['jobID']}")
-    for kind in ("replication", "launch"):
-        member = f"{kind}ConfigurationTemplateID"
+    for member, arn_type in (("replicationConfigurationTemplateID", "replication-configuration-template"),
+                             ("launchConfigurationTemplateID", "launch-configuration-template"),
+                             ("applicationID", "application"), ("waveID", "wave")):
         named = [params[member]] if params.get(member) else []
-        for template_id in named + list(params.get(member + "s") or []):
-            out.append(f"{account_arn}{kind}-configuration-template/{template_id}")
+        for resource_id in named + list(params.get(member + "s") or []):
+            out.append(f"{account_arn}{arn_type}/{resource_id}")
     if params.get("resourceArn"):
         out.append(params["resourceArn"])
     return out or ["*"]

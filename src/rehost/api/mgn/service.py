@@ -17,6 +17,9 @@ from sqlalchemy import Connection
 
 from rehost import ids
 from rehost.api.mgn import templates as tpl
+from rehost.api.mgn.applications import ApplicationOps
+from rehost.api.mgn.grouping import APPLICATION, WAVE
+from rehost.api.mgn.waves import WaveOps
 from rehost.config import Settings
 from rehost.db import repo
 from rehost.db.store import Store
@@ -48,7 +51,9 @@ class Account:
 
 
 @dataclass
-class MgnService:
+class MgnService(ApplicationOps, WaveOps):
+    """MGN's operations; applications and waves are composed in from their own modules."""
+
     store: Store
     settings: Settings
     account: Account
@@ -155,11 +160,15 @@ class MgnService:
                                 nextToken: str | None = None) -> dict[str, Any]:
         filters = filters or {}
         limit = maxResults or 1000
-        if filters.get("applicationIDs"):
-            return {"items": []}  # no source server belongs to an application in rehost yet
         with self.store.read() as conn:
+            server_ids = filters.get("sourceServerIDs")
+            if filters.get("applicationIDs"):
+                in_apps = self._server_ids_in_applications(conn, filters["applicationIDs"])
+                server_ids = [sid for sid in in_apps if not server_ids or sid in server_ids]
+                if not server_ids:
+                    return {"items": []}
             rows = repo.query_servers(
-                conn, ids=filters.get("sourceServerIDs"), is_archived=filters.get("isArchived"),
+                conn, ids=server_ids, is_archived=filters.get("isArchived"),
                 lifecycle_states=filters.get("lifeCycleStates"), replication_types=filters.get("replicationTypes"),
                 after_seq=repo.decode_token(nextToken), limit=limit + 1,
             )
@@ -222,6 +231,10 @@ class MgnService:
             current = doc["lifeCycle"]["state"]
             trigger = change_trigger(current, requested)
             new_state = transition(current, trigger, resource_id=sourceServerID)
+            cutover_launched = bool((doc["lifeCycle"].get("lastCutover") or {}).get("initiated"))
+            if current == LifeCycleState.DISCONNECTED.value and not cutover_launched:
+                raise Conflict(f"Source server {sourceServerID} was disconnected without a cutover launch; it cannot "
+                               "be marked as cut over.", resource_id=sourceServerID, resource_type="SOURCE_SERVER")
             if self._active_job_ids(conn, [sourceServerID]):
                 raise Conflict(f"Source server {sourceServerID} has a job in progress.", resource_id=sourceServerID,
                                resource_type="SOURCE_SERVER")
@@ -522,6 +535,8 @@ class MgnService:
             "job": lambda: repo.load_job(conn, rid),
             "replication-configuration-template": lambda: repo.load_template(conn, "replication", rid),
             "launch-configuration-template": lambda: repo.load_template(conn, "launch", rid),
+            "application": lambda: self._load_group(conn, APPLICATION, rid),
+            "wave": lambda: self._load_group(conn, WAVE, rid),
         }
         if rtype not in loaders:
             raise NotFound(f"Resource {arn} not found.", resource_id=arn)
