@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
 import http.cookiejar
 import re
 import urllib.error
@@ -15,6 +17,15 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+class _FromAddress(urllib.request.HTTPHandler):
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(http.client.HTTPConnection, source_address=(self.address, 0)), req)
 
 
 @dataclass
@@ -34,9 +45,13 @@ class Response:
 class ConsoleClient:
     endpoint: str
     jar: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
+    source_address: str | None = None  # connect from this local address (any 127.x.y.z works on loopback)
 
     def _open(self, request: urllib.request.Request) -> Response:
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect)
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()]
+        if self.source_address:
+            handlers.append(_FromAddress(self.source_address))
+        opener = urllib.request.build_opener(*handlers)
         try:
             resp = opener.open(request, timeout=30)
         except urllib.error.HTTPError as exc:

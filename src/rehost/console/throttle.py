@@ -5,7 +5,8 @@ for one access key ID from anywhere, that address (or key ID) is refused for `ba
 before its secret is even looked at, so the refusal tells nothing about the key. Key IDs are counted
 whether or not they exist, for the same reason. A successful sign-in clears its key's failures, not its
 address's. Memory is bounded: each table holds at most `max_entries` addresses or keys (about 200 bytes
-each); when one is full, entries whose failures and lock have expired go first, then the oldest unlocked.
+each); when one is full, entries whose failures and lock have expired go first, then the oldest unlocked
+ones, down to 90% of the bound.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class _Table:
     def _shrink(self, now: float, window: float) -> None:
         self.records = {k: r for k, r in self.records.items()
                         if r.locked_until > now or any(now - t < window for t in r.failures)}
+        target = self.max_entries * 9 // 10  # room to spare, so a flood does not sweep on every failure
         for name in [k for k, r in self.records.items() if r.locked_until <= now]:
-            if len(self.records) <= self.max_entries:
+            if len(self.records) <= target:
                 break
             del self.records[name]
 

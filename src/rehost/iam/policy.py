@@ -18,10 +18,15 @@ blocks match. Matching rules a caller may rely on:
   Arn{Equals,NotEquals,Like,NotLike}, Numeric*, Date*, Bool, BinaryEquals, IpAddress / NotIpAddress and
   Null, with the ``...IfExists`` suffix and the ``ForAnyValue:`` / ``ForAllValues:`` prefixes. Context keys
   are matched case-insensitively. A key missing from the context fails a positive operator and satisfies a
-  negated one (StringNotEquals, ...), as AWS documents.
-- Fail closed: a condition operator this module does not know (only possible for a document that was not
-  validated, since `validate_policy_document` rejects unknown operators) never lets an Allow statement
-  apply and always lets a Deny statement apply.
+  negated one (StringNotEquals, ...), as AWS documents; ``...IfExists`` is satisfied by a missing key, and
+  Null tests presence. Multiple values of one key are ORed, keys and operators of a block ANDed.
+  IpAddress takes an IPv4-mapped IPv6 source (``::ffff:10.0.0.1``) as the IPv4 address, and never matches
+  an address of the other IP version. Dates are ISO 8601 or epoch seconds.
+- Validation rejects a condition value its operator cannot read (an IpAddress value that is no address or
+  CIDR, a Numeric one that is no number, a Date one that is no date, a Bool one other than true/false).
+- Fail closed: a condition operator this module does not know, or a policy value it cannot read (only
+  possible for a document that was not validated) never lets an Allow statement apply and always lets a
+  Deny statement apply.
 
 Only identity-based policies are handled: ``Principal`` is rejected, and there are no permission
 boundaries, SCPs or resource policies.
@@ -191,7 +196,9 @@ def _validate_statement(st: Any, check_operators: bool) -> None:
         if not isinstance(block, dict) or not block:
             raise MalformedPolicyDocument(f"Syntax errors in policy. Condition {operator} must be an object.")
         for values in block.values():
-            _condition_values(values)
+            for value in _condition_values(values):
+                if check_operators and _policy_value(_split_operator(operator)[1], value) is None:
+                    raise MalformedPolicyDocument(f"Invalid value {value!r} for condition operator {operator}.")
 
 
 def _load(document: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
@@ -354,8 +361,38 @@ _ORDER = {
 }
 
 
+_FAMILY_PARSERS: dict[str, Any] = {}  # filled below: operator family -> parser of a policy value
+
+
+def _policy_value(base: str, value: str) -> Any:
+    """`value` parsed as operator `base` reads a policy value (a network, a number, a date, a boolean), or
+    None when it cannot be one; values of the other operators are taken as they are."""
+    family = _NEGATED.get(base, base)
+    for prefix, parse in _FAMILY_PARSERS.items():
+        if family.startswith(prefix):
+            return parse(value)
+    return value
+
+
+def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.1 is the IPv4 peer 10.0.0.1
+    return mapped or address
+
+
 def _one(base: str, actual: str, wanted: str, variables: Context | None) -> bool | None:
-    """Does one context value satisfy positive operator `base` for one policy value? None = unsupported."""
+    """Does one context value satisfy positive operator `base` for one policy value? None = unsupported
+    (an operator this module does not know, or a policy value it cannot read: both fail closed)."""
     if base in ("StringEquals", "StringEqualsIgnoreCase"):
         resolved = wanted if variables is None else _substitute(wanted, variables)
         if resolved is None:
@@ -366,26 +403,36 @@ def _one(base: str, actual: str, wanted: str, variables: Context | None) -> bool
         arn = base.startswith("Arn")
         return _pattern_matches(wanted, actual, ignore_case=False, arn=arn, context=variables)
     if base == "Bool":
-        return actual.lower() == wanted.lower()
+        return None if _parse_bool(wanted) is None else actual.lower() == wanted.lower()
     if base == "BinaryEquals":
         return actual == wanted
     if base == "IpAddress":
-        try:
-            return ipaddress.ip_address(actual) in ipaddress.ip_network(wanted, strict=False)
-        except ValueError:
-            return False
+        network, address = _parse_network(wanted), _parse_address(actual)
+        if network is None:
+            return None
+        return address is not None and address.version == network.version and address in network
     for family, parse in (("Numeric", _parse_float), ("Date", _parse_date)):
         if base.startswith(family) and base[len(family) :] in _ORDER:
             a, b = parse(actual), parse(wanted)
-            return a is not None and b is not None and bool(_ORDER[base[len(family) :]](a, b))
+            if b is None:
+                return None
+            return a is not None and bool(_ORDER[base[len(family) :]](a, b))
     return None
 
 
 def _parse_float(text: str) -> float | None:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return None if value != value else value  # NaN compares with nothing
+
+
+def _parse_bool(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(text.lower())
+
+
+_FAMILY_PARSERS.update(IpAddress=_parse_network, Numeric=_parse_float, Date=_parse_date, Bool=_parse_bool)
 
 
 def _substitute(text: str, context: Context) -> str | None:
