@@ -37,6 +37,8 @@ class Settings:
     # agents see this host under another name (a VM reaching the host through QEMU's guestfwd).
     advertised_replication_host: str | None = None
     job_snapshot_timeout: float = 600.0
+    # Seconds a launched guest has to reach user space before its launch fails (TCG boots are slow).
+    launch_boot_timeout: float = 300.0
     target: str = "qemu"
     accel: str = "auto"
     # Requests per second per access key on the public API (bursts of twice that); 0 disables throttling.
@@ -73,6 +75,7 @@ def load_settings(
     agent_silence_seconds: float | None = None,
     job_snapshot_timeout: float | None = None,
     snapshot_interval: float | None = None,
+    launch_boot_timeout: float | None = None,
 ) -> Settings:
     """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
     raw_dir = data_dir or _env("DATA_DIR")
@@ -100,6 +103,8 @@ def load_settings(
         else float(_env("JOB_SNAPSHOT_TIMEOUT", "600") or 600),
         snapshot_interval=snapshot_interval if snapshot_interval is not None
         else float(_env("SNAPSHOT_INTERVAL", "600") or 600),
+        launch_boot_timeout=launch_boot_timeout if launch_boot_timeout is not None
+        else float(_env("LAUNCH_BOOT_TIMEOUT", "300") or 300),
     )
     _check_durations(settings)
     return settings
@@ -109,7 +114,8 @@ def _check_durations(settings: Settings) -> None:
     from rehost.errors import InvalidInput
 
     positive = {"monitor interval": settings.monitor_interval, "agent silence": settings.agent_silence_seconds,
-                "job snapshot timeout": settings.job_snapshot_timeout}
+                "job snapshot timeout": settings.job_snapshot_timeout,
+                "launch boot timeout": settings.launch_boot_timeout}
     for name, value in positive.items():
         if not value > 0:
             raise InvalidInput(f"the {name} must be a positive number of seconds, not {value:g}")

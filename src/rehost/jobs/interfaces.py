@@ -43,6 +43,20 @@ class LaunchRequest:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BootResult:
+    """Whether a launched guest reached user space (``signal``: what showed it, or why not)."""
+
+    booted: bool
+    signal: str
+    seconds: float
+    console_tail: tuple[str, ...] = ()
+
+    def failure_text(self) -> str:
+        tail = "\n".join(self.console_tail) if self.console_tail else "(the console is empty)"
+        return f"{self.signal}. Last console lines:\n{tail}"
+
+
 class SnapshotProvider(Protocol):
     def take_snapshot(self, source_server_id: str, timeout: float) -> SnapshotRef: ...
 
@@ -59,3 +73,7 @@ class Launcher(Protocol):
     def launch(self, request: LaunchRequest) -> dict[str, Any]: ...  # -> {"instanceId", "publicIp", ...}
 
     def terminate(self, instance_id: str) -> None: ...
+
+    def wait_until_booted(self, instance_id: str, timeout: float) -> BootResult: ...
+
+    def fail(self, instance_id: str, reason: str) -> None: ...  # terminate a launch that did not boot

@@ -2,9 +2,12 @@
 
 Per participating server, a launch job logs, in MGN's order: CLEANUP_START/END/FAIL (the previous test
 instance), SNAPSHOT_START/END/FAIL or USING_PREVIOUS_SNAPSHOT, CONVERSION_START/END/FAIL, LAUNCH_START or
-LAUNCH_FAILED; the job itself JOB_START first and JOB_END last. A step without an implementation fails the
-server honestly, with the reason in the log. On start-up, jobs a restart interrupted are failed with a
-JOB_CANCEL item (STARTED) or run again (PENDING): none is ever left STARTED.
+LAUNCH_FAILED; the job itself JOB_START first and JOB_END last. After LAUNCH_START the server's launch stays
+IN_PROGRESS until the guest has booted (LAUNCHED, firstBoot SUCCEEDED); one that does not boot within
+``boot_timeout`` is terminated and logged LAUNCH_FAILED with its last console lines (firstBoot STOPPED). A
+step without an implementation fails the server honestly, with the reason in the log. On start-up, jobs a
+restart interrupted are failed with a JOB_CANCEL item (STARTED) or run again (PENDING): none is ever left
+STARTED.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from rehost.db import repo
 from rehost.db.store import Store
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
 from rehost.errors import RehostError
-from rehost.jobs.interfaces import Converter, Launcher, LaunchRequest, SnapshotProvider, SnapshotRef
+from rehost.jobs.interfaces import (
+    BootResult,
+    Converter,
+    Launcher,
+    LaunchRequest,
+    SnapshotProvider,
+    SnapshotRef,
+)
 
 log = logging.getLogger("rehost.jobs")
 
@@ -36,13 +46,15 @@ class StepFailed(Exception):
 class JobRunner:
     def __init__(self, store: Store, work_dir: Path, *, snapshots: SnapshotProvider | None = None,
                  converter: Converter | None = None, launcher: Launcher | None = None,
-                 snapshot_timeout: float = 600.0, instance_sizer: Any = None, max_workers: int = 4) -> None:
+                 snapshot_timeout: float = 600.0, instance_sizer: Any = None, max_workers: int = 4,
+                 boot_timeout: float = 300.0) -> None:
         self.store = store
         self.work_dir = work_dir
         self.snapshots = snapshots
         self.converter = converter
         self.launcher = launcher
         self.snapshot_timeout = snapshot_timeout
+        self.boot_timeout = boot_timeout  # seconds a launched guest has to reach user space
         self.instance_sizer = instance_sizer
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
         self._lock = threading.Lock()
@@ -135,14 +147,40 @@ class JobRunner:
         self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id, targetInstanceID=instance_id)
         log.info("job %s launched %s for %s (%s) at %s ports %s", job_id, instance_id, server_id, instance_type,
                  result.get("publicIp"), result.get("ports"))
+        self._record_launch(job_id, server_id, instance_id, "WAITING", None)
+        self._wait_for_boot(job_id, server_id, instance_id)
+        self._record_launch(job_id, server_id, instance_id, "SUCCEEDED", LaunchStatus.LAUNCHED)
+
+    def _wait_for_boot(self, job_id: str, server_id: str, instance_id: str) -> None:
+        """A launch counts only once the guest reached user space (`rehost.launch.bootcheck`); one that
+        does not within ``boot_timeout`` is terminated (its console kept) and fails the server's launch."""
+        assert self.launcher is not None
+        try:
+            boot = self.launcher.wait_until_booted(instance_id, self.boot_timeout)
+        except RehostError as exc:
+            boot = BootResult(False, f"The guest's boot could not be watched: {exc.message}", 0.0)
+        if boot.booted:
+            log.info("job %s: %s booted in %.0f s (%s)", job_id, instance_id, boot.seconds, boot.signal)
+            return
+        log.warning("job %s: %s did not boot: %s", job_id, instance_id, boot.signal)
+        try:
+            self.launcher.fail(instance_id, f"Server.InternalError: {boot.signal}")
+        except RehostError as exc:
+            log.error("job %s: could not terminate %s after its failed boot: %s", job_id, instance_id, exc)
+        self._record_launch(job_id, server_id, instance_id, "STOPPED", None)
+        raise StepFailed(JobLogEvent.LAUNCH_FAILED, boot.failure_text())
+
+    def _record_launch(self, job_id: str, server_id: str, instance_id: str, first_boot: str,
+                       status: LaunchStatus | None) -> None:
         with self.store.transaction() as conn:
             server = repo.load_server(conn, server_id, for_update=True)
-            server["launchedInstance"] = {"ec2InstanceID": instance_id, "jobID": job_id, "firstBoot": "WAITING"}
+            server["launchedInstance"] = {"ec2InstanceID": instance_id, "jobID": job_id, "firstBoot": first_boot}
             repo.save_server(conn, server)
             doc = repo.load_job(conn, job_id)
             for p in doc["participatingServers"]:
                 if p["sourceServerID"] == server_id:
-                    p["launchStatus"] = LaunchStatus.LAUNCHED.value
+                    if status is not None:
+                        p["launchStatus"] = status.value
                     p["launchedEc2InstanceID"] = instance_id
             repo.save_job(conn, doc)
 

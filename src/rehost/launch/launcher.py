@@ -6,7 +6,8 @@ from typing import Any
 
 from rehost.db import repo
 from rehost.errors import TargetError
-from rehost.jobs.interfaces import LaunchRequest
+from rehost.jobs.interfaces import BootResult, LaunchRequest
+from rehost.launch.bootcheck import wait_until_booted
 from rehost.launch.service import Ec2Service
 
 
@@ -37,3 +38,12 @@ class TargetLauncher:
     def terminate(self, instance_id: str) -> None:
         """Terminate ``instance_id``; idempotent on a terminated instance. Raises `NotFound`/`TargetError`."""
         self.ec2.terminate_instance(instance_id)
+
+    def wait_until_booted(self, instance_id: str, timeout: float) -> BootResult:
+        """Watch the instance until its guest reaches user space (`rehost.launch.bootcheck`)."""
+        return wait_until_booted(self.ec2.target, instance_id, timeout)
+
+    def fail(self, instance_id: str, reason: str) -> None:
+        """Terminate an instance whose launch failed, with ``reason`` as its state reason. Its console
+        output stays readable (GetConsoleOutput), as a failed EC2 instance's does for a while."""
+        self.ec2.target.terminate(instance_id, reason=reason)

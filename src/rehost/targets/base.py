@@ -79,8 +79,9 @@ class TargetDriver(Protocol):
         """Create and start the instance; returns it pending or running. Raises `TargetError`."""
         ...
 
-    def terminate(self, instance_id: str) -> None:
-        """Stop the instance if it runs and delete its disk; idempotent on a terminated instance."""
+    def terminate(self, instance_id: str, reason: str = "Client.UserInitiatedShutdown") -> None:
+        """Stop the instance if it runs and delete its disk (its console stays readable); idempotent on a
+        terminated instance. ``reason`` becomes its state reason (EC2's StateTransitionReason)."""
         ...
 
     def describe(self, instance_id: str) -> TargetInstance:

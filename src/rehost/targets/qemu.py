@@ -270,7 +270,7 @@ class QemuTarget:
             self._save(rec)
             return self._to_instance(rec)
 
-    def terminate(self, instance_id: str) -> None:
+    def terminate(self, instance_id: str, reason: str = "Client.UserInitiatedShutdown") -> None:
         with self._lock:
             rec = self._load(instance_id)
             if rec["state"] == "terminated":
@@ -280,7 +280,7 @@ class QemuTarget:
             for name in ("disk.qcow2", "base.img", "qemu.pid"):
                 (idir / name).unlink(missing_ok=True)
             qmp_socket(idir).unlink(missing_ok=True)
-            rec.update(state="terminated", pid=None, state_reason="Client.UserInitiatedShutdown")
+            rec.update(state="terminated", pid=None, state_reason=reason)
             self._save(rec)
             log.info("terminated %s", instance_id)
 
