@@ -39,10 +39,11 @@ _EC2_READ = _prefixed(
     "DescribeVolumes GetEbsDefaultKmsKeyId GetEbsEncryptionByDefault",
 )
 # Not in AWS's FullAccess: rehost serves these EC2 calls itself, and an operator needs them for the
-# hands-on's Step 5 (edit the launch template, make a version the default) and for terminating and
-# inspecting launched instances. On AWS the console performs them under the user's own EC2 rights.
+# hands-on's Step 5 (edit the launch template, make a version the default), for terminating and
+# inspecting launched instances, and (DescribeVpcs) for launch automation that checks a subnet's VPC.
+# On AWS the console performs them under the user's own EC2 rights.
 _EC2_OPERATOR = _prefixed(
-    "ec2", "CreateLaunchTemplateVersion ModifyLaunchTemplate TerminateInstances GetConsoleOutput"
+    "ec2", "CreateLaunchTemplateVersion ModifyLaunchTemplate TerminateInstances GetConsoleOutput DescribeVpcs"
 )
 _SERVICE_ROLES = [
     f"arn:aws:iam::*:role/service-role/{role}"

@@ -21,6 +21,7 @@ from rehost.api.auth.authorize import Authorizer
 from rehost.api.core.errors import AwsError
 from rehost.api.core.model import read_body
 from rehost.api.ec2.protocol import Ec2ApiError, error_xml, operation, parse_params, response_xml
+from rehost.launch.describe import HostFacts
 from rehost.launch.service import Ec2Service
 
 log = logging.getLogger("rehost.api.ec2")
@@ -35,7 +36,12 @@ OPERATIONS = {
     "TerminateInstances": "terminate_instances",
     "GetConsoleOutput": "get_console_output",
     "DescribeSecurityGroups": "describe_security_groups",
+    "DescribeSubnets": "describe_subnets",
+    "DescribeVpcs": "describe_vpcs",
+    "DescribeInstanceTypes": "describe_instance_types",
 }
+#: Those answered from rehost's own facts (`rehost.launch.describe.HostFacts`), not from its records.
+HOST_FACTS = {"DescribeSubnets", "DescribeVpcs", "DescribeInstanceTypes"}
 
 # Sigv4's codes -> EC2's: EC2 answers AuthFailure (401) for any credential it cannot validate.
 _AUTH_CODES = {"IncompleteSignatureException": ("IncompleteSignature", 400)}
@@ -46,6 +52,7 @@ class Ec2Api:
 
     def __init__(self, ec2: Ec2Service, authorizer: Authorizer) -> None:
         self.ec2 = ec2
+        self.facts = HostFacts(ec2.account)
         self.authorizer = authorizer
 
     async def __call__(self, request: Request) -> Response:
@@ -93,7 +100,7 @@ class Ec2Api:
                               f"You are not authorized to perform this operation. {err.message}", 403) from err
         if params.pop("DryRun", False):
             raise Ec2ApiError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412)
-        method = getattr(self.ec2, OPERATIONS[action])
+        method = getattr(self.facts if action in HOST_FACTS else self.ec2, OPERATIONS[action])
         accepted = inspect.signature(method).parameters
         # Members rehost does not act on (ClientToken, ResolveAlias, Force, ...) are accepted and ignored.
         call = {k: v for k, v in params.items() if k in accepted}
