@@ -6,7 +6,7 @@ Every component receives the settings it needs in its constructor; nothing else 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -49,6 +49,15 @@ class Settings:
     agent_silence_seconds: float = 60.0
     # How often replication servers snapshot a source server's staging volumes while they change.
     snapshot_interval: float = 600.0
+    # What the control plane keeps of what agents send, pruned by its monitor: metrics for 24 h and at most
+    # 1440 rows per server (one a minute, the agents' interval), log lines for 72 h and at most 10,000 per
+    # server (finished agent commands as long as the logs). A terminated instance stays describable for an
+    # hour, as on EC2, then its record and console output go (its disks go when it is terminated).
+    agent_metrics_retention: float = 86400.0
+    agent_metrics_max_rows: int = 1440
+    agent_logs_retention: float = 259200.0
+    agent_logs_max_lines: int = 10000
+    terminated_instance_retention: float = 3600.0
 
     @property
     def db_url(self) -> str:
@@ -106,6 +115,13 @@ def load_settings(
         launch_boot_timeout=launch_boot_timeout if launch_boot_timeout is not None
         else float(_env("LAUNCH_BOOT_TIMEOUT", "300") or 300),
     )
+    settings = replace(
+        settings,
+        agent_metrics_retention=float(_env("AGENT_METRICS_RETENTION", "86400") or 86400),
+        agent_metrics_max_rows=int(_env("AGENT_METRICS_MAX_ROWS", "1440") or 1440),
+        agent_logs_retention=float(_env("AGENT_LOGS_RETENTION", "259200") or 259200),
+        agent_logs_max_lines=int(_env("AGENT_LOGS_MAX_LINES", "10000") or 10000),
+        terminated_instance_retention=float(_env("TERMINATED_INSTANCE_RETENTION", "3600") or 3600))
     _check_durations(settings)
     return settings
 
@@ -122,5 +138,13 @@ def _check_durations(settings: Settings) -> None:
     if not settings.snapshot_interval >= 0:
         raise InvalidInput(f"the snapshot interval must be 0 (off) or a positive number of seconds, "
                            f"not {settings.snapshot_interval:g}")
+    retention = {"agent metrics retention": settings.agent_metrics_retention,
+                 "agent logs retention": settings.agent_logs_retention,
+                 "terminated instance retention": settings.terminated_instance_retention,
+                 "agent metrics row limit": settings.agent_metrics_max_rows,
+                 "agent log line limit": settings.agent_logs_max_lines}
+    for name, value in retention.items():
+        if not value >= 0:
+            raise InvalidInput(f"the {name} must not be negative, not {value:g}")
     if not settings.api_rate_limit >= 0:
         raise InvalidInput(f"the API rate limit must be 0 (off) or positive, not {settings.api_rate_limit:g}")

@@ -7,18 +7,22 @@ import logging
 import secrets
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from rehost import ids
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
 from rehost.api.core.throttle import RateLimiter
 from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
+from rehost.db import repo, schema
 from rehost.db.store import Store
-from rehost.errors import StorageError
+from rehost.errors import InvalidInput, NotFound, StorageError
 from rehost.fsutil import atomic_write, make_private
 from rehost.iam.users import IamDirectory
+from rehost.jobs.interfaces import SnapshotRef
 from rehost.jobs.runner import JobRunner
 from rehost.launch.sizing import recommended_instance_type
 from rehost.replication.control import AgentSnapshotProvider, ReplicationServerManager
@@ -61,8 +65,9 @@ class ControlPlane:
             advertised_host=settings.advertised_replication_host, snapshot_interval=settings.snapshot_interval)
         self.agent = AgentService(self.mgn, ReplicationEndpoints(self.replication.ensure_server_for, self.replication.token_for),
                                   recommend_instance_type=recommended_instance_type,
-                                  agent_credentials=self.iam.issue_agent_credentials)
-        self.mgn.hooks.server_deleted = self.iam.revoke_agent_credentials
+                                  agent_credentials=self.iam.issue_agent_credentials,
+                                  stored_snapshot=self._stored_snapshot)
+        self.mgn.hooks.server_deleted = self._server_deleted
         self.mgn.hooks.replication_changed = self._replication_changed
         self.mgn.hooks.agent_command = self._agent_command
         self.mgn.hooks.release_replication = self.replication.release
@@ -74,6 +79,10 @@ class ControlPlane:
         self._monitor: threading.Thread | None = None
         self._last_gc = time.monotonic()
         self._last_snapshot_note = 0.0
+        # what agents send and the records of terminated instances and deleted servers are pruned every
+        # minute (every 12 monitor passes when those are more frequent than 5 s, as in tests)
+        self._prune_interval = min(60.0, 12 * settings.monitor_interval)
+        self._last_prune = 0.0
         # the replication servers' periodic snapshots are looked for a few times per interval, at most
         # every 30 s (each look reads the manifests of every replicating server)
         self._snapshot_note_interval = min(30.0, max(settings.monitor_interval, settings.snapshot_interval / 4))
@@ -94,11 +103,51 @@ class ControlPlane:
                 if time.monotonic() - self._last_snapshot_note > self._snapshot_note_interval:
                     self._last_snapshot_note = time.monotonic()
                     self._note_periodic_snapshots()
+                if time.monotonic() - self._last_prune > self._prune_interval:
+                    self._last_prune = time.monotonic()
+                    self.prune()
                 if time.monotonic() - self._last_gc > GC_INTERVAL:
                     self._last_gc = time.monotonic()
                     self._collect_garbage()
             except Exception:  # the monitor must outlive any single failure
                 log.exception("monitor pass failed")
+
+    def prune(self) -> dict[str, int]:
+        """Bound what the data directory keeps besides snapshots: agent metrics and logs past their window
+        or row limit (`Settings`), finished agent commands as old as the logs' window, records of servers
+        deleted meanwhile, and instances terminated longer ago than an hour (EC2's window). Returns counts."""
+        s = self.settings
+        now = ids.utcnow()
+        with self.store.transaction() as conn:
+            counts = {
+                "metrics": repo.prune_agent_rows(conn, schema.agent_metrics, keep=s.agent_metrics_max_rows,
+                                                 before=now - timedelta(seconds=s.agent_metrics_retention)),
+                "logs": repo.prune_agent_rows(conn, schema.agent_logs, keep=s.agent_logs_max_lines,
+                                              before=now - timedelta(seconds=s.agent_logs_retention)),
+                "commands": repo.prune_finished_commands(conn, before=now - timedelta(seconds=s.agent_logs_retention)),
+                "deleted servers' rows": repo.delete_agent_records(conn),
+            }
+            live = {doc["sourceServerID"] for _, doc in repo.query_servers(conn)}
+            templates_of = {lt.get("_sourceServerID") for lt in repo.list_docs(conn, "ec2-launch-template")}
+        ec2 = getattr(self, "ec2", None)  # attached by rehost.launch.wiring
+        if ec2 is not None:
+            orphans = templates_of - live - {None}
+            counts["EC2 records"] = len(ec2.prune_terminated(s.terminated_instance_retention))
+            for server_id in orphans:
+                counts["EC2 records"] += len(ec2.delete_server_documents(server_id))
+        if any(counts.values()):
+            log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in counts.items() if n))
+        return counts
+
+    def _server_deleted(self, server_id: str) -> None:
+        """DeleteSourceServer: the server's agent key is revoked and its records go with it (metrics, logs,
+        commands; its launch template and terminated instances)."""
+        self.iam.revoke_agent_credentials(server_id)
+        with self.store.transaction() as conn:
+            repo.delete_agent_records(conn, server_id)
+        ec2 = getattr(self, "ec2", None)
+        if ec2 is not None:
+            ec2.delete_server_documents(server_id)
 
     def _collect_garbage(self) -> None:
         """Remove chunks no snapshot references any more (retention runs in the replication servers)."""
@@ -115,6 +164,17 @@ class ControlPlane:
         updated = self.agent.note_periodic_snapshots(self.snapshots.latest_snapshot)
         if updated:
             log.info("newer periodic snapshots for %s", ", ".join(updated))
+
+    def _stored_snapshot(self, server_id: str, snapshot_id: str) -> SnapshotRef | None:
+        """The snapshot ``snapshot_id`` of ``server_id`` as the chunk store holds it, or None."""
+        from rehost.chunkstore.snapshots import SnapshotStore
+
+        try:
+            with SnapshotStore.open(self.settings.data_dir, create=False) as store:
+                snap = store.get(server_id, snapshot_id)
+        except (NotFound, InvalidInput):
+            return None
+        return SnapshotRef(snap.source_server_id, snap.snapshot_id, snap.taken_at, dict(snap.disks))
 
     def _replication_changed(self, server_doc: dict[str, Any]) -> None:
         """New replication settings that call for another replication server (useDedicatedReplicationServer,

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import botocore.auth
@@ -20,6 +21,22 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 _MAC = itertools.count(1)
+
+
+def store_snapshot(data_dir: Path | None, server_id: str, when: str) -> str:
+    """Take a snapshot of a 1 MiB disk of zeros (/dev/sda) for ``server_id`` in ``data_dir``'s chunk store,
+    dated ``when``; returns its ID."""
+    from rehost import ids
+    from rehost.chunkstore.snapshots import SnapshotStore, VolumeSource
+
+    assert data_dir is not None, "give the AgentClient the server's data_dir to report a stored snapshot"
+    disk = data_dir.parent / f"zeros-{server_id}.img"
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    with SnapshotStore.open(data_dir) as store:
+        snap = store.create(server_id, {"/dev/sda": VolumeSource(disk, 1 << 20, None)}, ids.parse_iso(when))
+    disk.unlink()
+    return str(snap.snapshot_id)
 
 
 def send(endpoint: str, method: str, path: str, body: bytes, access_key: str, secret_key: str, *,
@@ -74,6 +91,9 @@ class AgentClient:
     secret_key: str
     region: str = "us-east-1"
     session_token: str | None = None
+    # the server's data directory: report_synced stores the snapshot it reports in its chunk store, since
+    # the control plane records only snapshots the store holds
+    data_dir: Path | None = None
 
     def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """Sign and send one agent call; return its JSON answer or raise AgentApiError."""
@@ -109,9 +129,13 @@ class AgentClient:
             body["tags"] = tags
         return self.call("RegisterAgentForMgn", body)
 
-    def report_synced(self, server_id: str, *, snapshot_id: str = "snap-0123456789abcdef0",
+    def report_synced(self, server_id: str, *, snapshot_id: str | None = None,
                       when: str = "2024-01-01T00:00:00.000000Z") -> dict[str, Any]:
-        """Report the initial sync complete with a snapshot: the server becomes READY_FOR_TEST."""
+        """Report the initial sync complete with a snapshot: the server becomes READY_FOR_TEST. Unless
+        ``snapshot_id`` names one, the snapshot is taken for real, at ``when``, in the server's chunk store
+        (of a 1 MiB disk of zeros, which no conversion accepts)."""
+        if snapshot_id is None:
+            snapshot_id = store_snapshot(self.data_dir, server_id, when)
         disk = {"deviceName": "/dev/sda", "totalStorageBytes": 8 * 1024**3, "replicatedStorageBytes": 8 * 1024**3,
                 "rescannedStorageBytes": 0, "backloggedStorageBytes": 0}
         return self.call("UpdateAgentReplicationInfoForMgn", {

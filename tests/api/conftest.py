@@ -211,7 +211,7 @@ def make_api(server: RunningServer, *, initialize: bool = True) -> Api:
     mgn = server.client(key)
     if initialize:
         mgn.initialize_service()
-    return Api(server, key, mgn, AgentClient(server.endpoint, *key, region=server.region))
+    return Api(server, key, mgn, AgentClient(server.endpoint, *key, region=server.region, data_dir=server.data_dir))
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,13 @@ def _installer(api: Api, user: str, policy: str) -> AgentClient:
     cli_json("iam", "create-user", user, data_dir=api.server.data_dir, env=api.server.env)
     rehost_cli("iam", "attach-user-policy", user, policy, data_dir=api.server.data_dir, env=api.server.env)
     key = api.server.access_key(user)
-    return AgentClient(api.server.endpoint, *key)
+    return AgentClient(api.server.endpoint, *key, data_dir=api.server.data_dir)
 
 
 def _as_agent(api: Api, reply: dict) -> AgentClient:
     creds = reply["agentCredentials"]
-    return AgentClient(api.server.endpoint, creds["accessKeyId"], creds["secretAccessKey"])
+    return AgentClient(api.server.endpoint, creds["accessKeyId"], creds["secretAccessKey"],
+                       data_dir=api.server.data_dir)
 
 
 def _code(call) -> str:  # type: ignore[no-untyped-def]

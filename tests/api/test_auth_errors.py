@@ -135,7 +135,7 @@ def test_deleted_key_is_refused(api: Api) -> None:
 
 def test_agent_policy_key_is_refused_operator_actions(api: Api) -> None:
     key = _user_key(api.server, "installer-1", "AWSApplicationMigrationAgentPolicy")
-    agent = AgentClient(api.server.endpoint, *key)
+    agent = AgentClient(api.server.endpoint, *key, data_dir=api.server.data_dir)
     sid = agent.register()["sourceServerID"]  # what the policy is for
     agent.report_synced(sid)
     client = api.server.client(key)

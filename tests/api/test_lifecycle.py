@@ -62,7 +62,8 @@ def test_full_lifecycle_to_deletion(api: Api) -> None:
     _conflict(api.mgn.start_cutover, sourceServerIDs=[sid])  # no cutover before a test
 
     # StartTest: a LAUNCH job. It asks the agent for a snapshot; this agent cannot take one, so the job
-    # fails honestly with the reason in its log, and completes.
+    # uses the previous one (a disk of zeros), whose conversion fails: honestly, with the reasons in its
+    # log, and the job completes.
     job = api.mgn.start_test(sourceServerIDs=[sid], tags={"wave": "1"})["job"]
     assert JOB_ID.match(job["jobID"]) and job["type"] == "LAUNCH" and job["initiatedBy"] == "START_TEST"
     assert job["arn"].endswith(f":job/{job['jobID']}") and job["tags"] == {"wave": "1"}
@@ -74,8 +75,10 @@ def test_full_lifecycle_to_deletion(api: Api) -> None:
     assert done["participatingServers"] == [{"sourceServerID": sid, "launchStatus": "FAILED"}]
     assert "endDateTime" in done
     events = log_events(api.mgn, job["jobID"])
-    assert [e["event"] for e in events] == ["JOB_START", "SNAPSHOT_START", "SNAPSHOT_FAIL", "JOB_END"]
+    assert [e["event"] for e in events] == ["JOB_START", "SNAPSHOT_START", "SNAPSHOT_FAIL", "USING_PREVIOUS_SNAPSHOT",
+                                            "CONVERSION_START", "CONVERSION_FAIL", "JOB_END"]
     assert TEST_AGENT_SNAPSHOT_FAILURE in events[2]["eventData"]["rawError"]
+    assert "partition table" in events[5]["eventData"]["rawError"]
     assert events[2]["eventData"]["sourceServerID"] == sid
     server = api.mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]
     assert server["lifeCycle"]["lastTest"]["initiated"]["jobID"] == job["jobID"]

@@ -288,7 +288,8 @@ def test_jobs_describe_filter_log_and_delete(api: Api) -> None:
     logs = api.mgn.describe_job_log_items(jobID=first["jobID"], maxResults=1)
     assert len(logs["items"]) == 1 and logs["items"][0]["event"] == "JOB_START" and logs["nextToken"]
     rest = api.mgn.describe_job_log_items(jobID=first["jobID"], nextToken=logs["nextToken"])["items"]
-    assert [e["event"] for e in rest] == ["SNAPSHOT_START", "SNAPSHOT_FAIL", "JOB_END"]
+    assert [e["event"] for e in rest] == ["SNAPSHOT_START", "SNAPSHOT_FAIL", "USING_PREVIOUS_SNAPSHOT",
+                                          "CONVERSION_START", "CONVERSION_FAIL", "JOB_END"]
 
     api.mgn.delete_job(jobID=first["jobID"])
     assert api.mgn.describe_jobs(filters={"jobIDs": [first["jobID"]]})["items"] == []

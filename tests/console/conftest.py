@@ -48,7 +48,7 @@ def console_env() -> Iterator[ConsoleEnv]:
     server = RunningServer(base / "data", free_port()).start()
     try:
         admin = server.access_key()
-        env = ConsoleEnv(server, admin, ("", ""), AgentClient(server.endpoint, *admin))
+        env = ConsoleEnv(server, admin, ("", ""), AgentClient(server.endpoint, *admin, data_dir=server.data_dir))
         env.readonly_key = env.user_with_policy("viewer", "AWSApplicationMigrationReadOnlyAccess")
         yield env
     finally:

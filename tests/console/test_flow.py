@@ -138,7 +138,7 @@ def test_hands_on_flow(server: RunningServer) -> None:
         shots.take(page, "add-server")
 
         # Step 4: the agent registers with MGNuser's key; the list shows it, then "Ready for testing" live.
-        agent = AgentClient(ep, *key)
+        agent = AgentClient(ep, *key, data_dir=server.data_dir)
         sid = agent.register("mgn-workshop-src")["sourceServerID"]
         page.goto(f"{ep}/console/servers")
         row = page.locator("tr", has_text="mgn-workshop-src")

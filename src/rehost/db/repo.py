@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, select, update
 
 from rehost.db import schema
 from rehost.errors import NotFound
@@ -254,3 +254,43 @@ def list_docs(conn: Connection, kind: str, *, parent: str | None = None, ids: Se
 def delete_doc(conn: Connection, kind: str, doc_id: str) -> None:
     t = schema.documents
     conn.execute(delete(t).where(and_(t.c.kind == kind, t.c.id == doc_id)))
+
+
+# -- what agents send: retention ------------------------------------------------------------------------
+
+_AGENT_RECORDS = (schema.agent_metrics, schema.agent_logs)
+
+
+def prune_agent_rows(conn: Connection, table: Table, *, before: datetime, keep: int) -> int:
+    """Delete ``table``'s rows (agent_metrics or agent_logs) older than ``before``, and for each server
+    all but its newest ``keep`` rows; returns the number deleted."""
+    deleted = int(conn.execute(delete(table).where(table.c.at < before)).rowcount or 0)
+    servers = [r[0] for r in conn.execute(select(table.c.source_server_id).group_by(table.c.source_server_id)
+                                          .having(func.count() > keep))]
+    for server_id in servers:
+        newest_dropped = conn.execute(select(table.c.seq).where(table.c.source_server_id == server_id)
+                                      .order_by(table.c.seq.desc()).offset(keep).limit(1)).scalar()
+        if newest_dropped is not None:
+            deleted += int(conn.execute(delete(table).where(and_(table.c.source_server_id == server_id,
+                                                                 table.c.seq <= newest_dropped))).rowcount or 0)
+    return deleted
+
+
+def prune_finished_commands(conn: Connection, *, before: datetime) -> int:
+    """Delete agent commands that ended (SUCCEEDED, FAILED) and were created before ``before``."""
+    t = schema.agent_commands
+    return int(conn.execute(delete(t).where(and_(t.c.status.in_(["SUCCEEDED", "FAILED"]), t.c.created_at < before)))
+               .rowcount or 0)
+
+
+def delete_agent_records(conn: Connection, server_id: str | None = None) -> int:
+    """Delete the metrics, log lines and commands of ``server_id``, or (None) of every server that no longer
+    exists; returns the number of rows deleted."""
+    deleted = 0
+    for table in (*_AGENT_RECORDS, schema.agent_commands):
+        if server_id is not None:
+            cond = table.c.source_server_id == server_id
+        else:
+            cond = table.c.source_server_id.notin_(select(schema.source_servers.c.id))
+        deleted += int(conn.execute(delete(table).where(cond)).rowcount or 0)
+    return deleted

@@ -13,6 +13,7 @@ STARTED.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rehost import ids
+from rehost.conversion.firmware import LEGACY_BIOS, choose_boot_mode
 from rehost.db import repo
 from rehost.db.store import Store
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
@@ -65,7 +67,8 @@ class JobRunner:
         self._pool.submit(self._run_safely, job_id)
 
     def recover(self) -> None:
-        """Resume or fail the jobs a restart interrupted."""
+        """Resume or fail the jobs a restart interrupted (and remove the work files they left)."""
+        self._remove_work("")
         with self.store.read() as conn:
             pending = repo.query_jobs(conn, statuses=[JobStatus.PENDING.value])
             started = repo.query_jobs(conn, statuses=[JobStatus.STARTED.value])
@@ -84,6 +87,16 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _remove_work(self, prefix: str) -> None:
+        """Delete the work directories (exported raw disk, converted image, kernel) whose names start with
+        ``prefix``: a launch's when it ends, whatever its outcome (the instance holds its own link to the
+        converted image); all of them at start-up."""
+        if not self.work_dir.is_dir():
+            return
+        for path in self.work_dir.iterdir():
+            if path.name.startswith(prefix):
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- execution --------------------------------------------------------------------------------------
 
@@ -114,6 +127,8 @@ class JobRunner:
             except StepFailed as exc:
                 self._log(job_id, exc.event, sourceServerID=server_id, rawError=exc.reason)
                 self._set_launch_status(job_id, server_id, LaunchStatus.FAILED)
+            finally:
+                self._remove_work(f"{job_id}-{server_id}-")
         self._log(job_id, JobLogEvent.JOB_END)
         self._finish(job_id)
 
@@ -136,20 +151,31 @@ class JobRunner:
         if self.launcher is None:
             raise StepFailed(JobLogEvent.LAUNCH_FAILED, "No launch target is configured on this control plane.")
         instance_type, vcpus, memory_mib = self._size(server)
+        boot_mode, why = self._boot_mode(server, disk)
         try:
             result = self.launcher.launch(LaunchRequest(
                 source_server_id=server_id, job_id=job_id, instance_type=instance_type, vcpus=vcpus,
-                memory_mib=memory_mib, disk=disk))
+                memory_mib=memory_mib, disk=disk, boot_mode=boot_mode))
         except RehostError as exc:
             raise StepFailed(JobLogEvent.LAUNCH_FAILED, exc.message) from exc
         instance_id = result["instanceId"]
-        # MGN logs LAUNCH_START with the target instance's ID; the instance exists only once launched.
-        self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id, targetInstanceID=instance_id)
+        # MGN logs LAUNCH_START with the target instance's ID; the instance exists only once launched. The
+        # firmware is rehost's own item of eventData (the console shows it; MGN's API shape has no place).
+        self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id, targetInstanceID=instance_id,
+                  bootMode=f"{boot_mode} ({why})")
         log.info("job %s launched %s for %s (%s) at %s ports %s", job_id, instance_id, server_id, instance_type,
                  result.get("publicIp"), result.get("ports"))
         self._record_launch(job_id, server_id, instance_id, "WAITING", None)
         self._wait_for_boot(job_id, server_id, instance_id)
         self._record_launch(job_id, server_id, instance_id, "SUCCEEDED", LaunchStatus.LAUNCHED)
+
+    @staticmethod
+    def _boot_mode(server: dict[str, Any], disk: Any) -> tuple[str, str]:
+        """The firmware of the launch and why: the launch configuration's bootMode, the source's (the
+        agent's registration hint), what the boot disk can boot (`rehost.conversion.firmware`)."""
+        configured = (server.get("_launchConfiguration") or {}).get("bootMode")
+        reported = ((server.get("sourceProperties") or {}).get("identificationHints") or {}).get("bootMode")
+        return choose_boot_mode(configured, reported, disk.boot_modes or frozenset({LEGACY_BIOS}))
 
     def _wait_for_boot(self, job_id: str, server_id: str, instance_id: str) -> None:
         """A launch counts only once the guest reached user space (`rehost.launch.bootcheck`); one that

@@ -12,6 +12,7 @@ EC2's Instance shape has no place for them, and tags are what every EC2 client a
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 from rehost import ids
@@ -42,9 +43,10 @@ class InstanceOps:
     # -- launch (the job runner's Launcher calls this) ---------------------------------------------------
 
     def run_instance(self, *, source_server_id: str, job_id: str, template_id: str, instance_type: str,
-                     vcpus: int, memory_mib: int, disk_image: Any, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
-        """Launch one instance from ``template_id``'s default version on the target; returns the described
-        instance (member names). Raises `TargetError` if the target cannot start it; the failed instance is
+                     vcpus: int, memory_mib: int, disk_image: Any, extra_tags: dict[str, str] | None = None,
+                     data_disks: tuple[Any, ...] = (), boot_mode: str = "legacy-bios") -> dict[str, Any]:
+        """Launch one instance from ``template_id``'s default version on the target (the boot disk, then
+        ``data_disks`` in order, in firmware ``boot_mode``); returns the described instance (member names). Raises `TargetError` if the target cannot start it; the failed instance is
         still recorded, terminated, with the reason (as EC2 keeps a failed launch describable)."""
         settings = self.launch_settings(template_id)
         instance_id = new_instance_id()
@@ -56,10 +58,11 @@ class InstanceOps:
             "SecurityGroupIds": list(settings.security_group_ids), "VolumeType": settings.volume_type,
             "_sourceServerID": source_server_id, "_jobID": job_id, "_launchTemplateId": template_id,
             "_associatePublicIp": settings.associate_public_ip, "_ingressPorts": list(settings.ingress_ports),
+            "_bootMode": boot_mode,
         }
         spec = LaunchSpec(instance_id=instance_id, instance_type=instance_type, vcpus=vcpus, memory_mib=memory_mib,
                           disk_image=disk_image, ingress_ports=settings.ingress_ports, user_data=settings.user_data,
-                          tags=tags)
+                          tags=tags, data_disks=tuple(data_disks), boot_mode=boot_mode)
         try:
             self.target.launch(spec)
         except TargetError as exc:
@@ -102,7 +105,8 @@ class InstanceOps:
             "InstanceId": doc["InstanceId"], "ImageId": doc["ImageId"], "InstanceType": doc["InstanceType"],
             "State": {"Code": STATE_CODES[state], "Name": state}, "LaunchTime": doc["LaunchTime"],
             "AmiLaunchIndex": 0, "Architecture": "x86_64", "RootDeviceType": "ebs", "RootDeviceName": "/dev/sda1",
-            "VirtualizationType": "hvm", "BootMode": "legacy-bios", "PrivateDnsName": "", "PublicDnsName": "",
+            "VirtualizationType": "hvm", "BootMode": live.boot_mode if live else doc.get("_bootMode", "legacy-bios"),
+            "PrivateDnsName": "", "PublicDnsName": "",
             "Placement": {"AvailabilityZone": f"{self.account.region}a", "Tenancy": "default"},
             "Monitoring": {"State": "disabled"}, "StateTransitionReason": reason,
             "SecurityGroups": [{"GroupId": g, "GroupName": g} for g in doc.get("SecurityGroupIds", [])],
@@ -175,6 +179,34 @@ class InstanceOps:
     def terminate_instance(self, instance_id: str) -> None:
         """Terminate one instance (the Launcher's terminate); raises `NotFound` for an unknown ID."""
         self.terminate_instances([instance_id])
+
+    # -- forgetting terminated instances ----------------------------------------------------------------
+
+    def prune_terminated(self, retention: float, *, source_server_id: str | None = None) -> list[str]:
+        """Forget instances terminated at least ``retention`` seconds ago (EC2 shows a terminated instance
+        for about an hour): the target's directory (record, console output; the disks went at termination)
+        and the ``ec2-instance`` document. With ``source_server_id``, only that server's instances. Returns
+        the IDs forgotten; a running or stopped instance is never touched."""
+        with self.store.read() as conn:
+            docs = repo.list_docs(conn, INSTANCE, parent=source_server_id)
+        purge = getattr(self.target, "purge_terminated", None)
+        if purge is not None:
+            purge(retention, only={d["InstanceId"] for d in docs} if source_server_id else None)
+        cutoff = ids.utcnow() - timedelta(seconds=retention)
+        gone = []
+        for doc in docs:
+            if ids.parse_iso(doc["LaunchTime"]) > cutoff:
+                continue  # launched within the window (or being launched): kept
+            try:
+                self.target.describe(doc["InstanceId"])
+                continue  # the target still has it: live, or terminated within the window
+            except NotFound:
+                gone.append(doc["InstanceId"])
+        if gone:
+            with self.store.transaction() as conn:
+                for instance_id in gone:
+                    repo.delete_doc(conn, INSTANCE, instance_id)
+        return gone
 
     def get_console_output(self, InstanceId: str) -> dict[str, Any]:
         """The guest's serial console so far (its last 64 KB), base64-encoded as EC2 returns it."""

@@ -84,6 +84,31 @@ class Ec2Service(InstanceOps):
                       parent=lt["LaunchTemplateId"])
         return version
 
+    def delete_server_documents(self, server_id: str) -> list[str]:
+        """A deleted source server's EC2 records go with it: its launch template, the template's versions
+        and the security groups no other template uses, and its terminated instances (documents and
+        target directories). Instances still running or stopped are kept, as EC2 keeps them when MGN
+        forgets a server; they go once terminated and past the retention window. Returns the IDs removed."""
+        removed: list[str] = []
+        with self.store.transaction() as conn:
+            mine = [lt for lt in repo.list_docs(conn, LT) if lt.get("_sourceServerID") == server_id]
+            groups: set[str] = set()
+            for lt in mine:
+                groups.add(lt.get("_defaultSecurityGroup", ""))
+                for version in repo.list_docs(conn, LTV, parent=lt["LaunchTemplateId"]):
+                    groups.update(tpl.security_groups(version["LaunchTemplateData"]))
+                    repo.delete_doc(conn, LTV, f"{lt['LaunchTemplateId']}:{version['VersionNumber']}")
+                repo.delete_doc(conn, LT, lt["LaunchTemplateId"])
+                removed.append(lt["LaunchTemplateId"])
+            for lt in repo.list_docs(conn, LT):  # the templates that remain keep the groups they use
+                groups.discard(lt.get("_defaultSecurityGroup", ""))
+                for version in repo.list_docs(conn, LTV, parent=lt["LaunchTemplateId"]):
+                    groups.difference_update(tpl.security_groups(version["LaunchTemplateData"]))
+            for sg_id in sorted(groups - {""}):
+                repo.delete_doc(conn, SG, sg_id)
+                removed.append(sg_id)
+        return removed + self.prune_terminated(0, source_server_id=server_id)
+
     # -- lookups --------------------------------------------------------------------------------------
 
     def _template(self, conn: Connection, template_id: str | None, name: str | None = None) -> dict[str, Any]:

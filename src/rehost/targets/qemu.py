@@ -5,6 +5,8 @@ Layout, one directory per instance under ``instances_dir`` (``D/instances``)::
     <i-id>/instance.json   the persisted record (spec, state, pid, ports): the source of truth
     <i-id>/base.img        a hard link to (or copy of) the converted image: never written
     <i-id>/disk.qcow2      the instance's copy-on-write overlay over base.img
+    <i-id>/base-<n>.img, disk-<n>.qcow2   the same for the source's other disks, attached in order
+    <i-id>/OVMF_VARS.fd    a UEFI instance's own copy of OVMF's variable store
     <i-id>/console.log     everything the guest wrote to its serial port
     <i-id>/qmp.sock        QMP control socket (elsewhere if that path is too long for a socket)
     accel.json             the cached accelerator probe
@@ -26,6 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 PUBLIC_IP = "127.0.0.1"
 GUEST_IP = "10.0.2.15"  # what QEMU's user-mode DHCP hands the guest
 SHUTDOWN_GRACE = 60.0  # seconds a guest gets to power off before QEMU is stopped hard
+#: UEFI firmware for uefi instances (Debian's ovmf): read-only code, and a variable store each instance copies.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 
 class QemuTarget:
@@ -99,7 +105,8 @@ class QemuTarget:
             port_map={int(k): int(v) for k, v in rec["port_map"].items()} if live else {},
             launch_time=datetime.fromisoformat(rec["launch_time"]), vcpus=rec["vcpus"],
             memory_mib=rec["memory_mib"], state_reason=rec.get("state_reason", ""),
-            accelerator=rec.get("accel", ""), tags=dict(rec.get("tags", {})))
+            accelerator=rec.get("accel", ""), tags=dict(rec.get("tags", {})),
+            boot_mode=rec.get("boot_mode", "legacy-bios"))
 
     # ---- QEMU ------------------------------------------------------------------------------------
     def _accel(self, disk_image: Path) -> str:
@@ -116,8 +123,8 @@ class QemuTarget:
             argv = [QEMU, "-name", rec["instance_id"], "-machine", "pc", "-accel", rec["accel"],
                     "-cpu", "max" if rec["accel"] == "tcg" else "host",
                     "-smp", str(rec["vcpus"]), "-m", str(rec["memory_mib"]),
-                    "-nodefaults", "-display", "none", "-vga", "none",
-                    "-drive", f"file={idir / 'disk.qcow2'},format=qcow2,if=virtio,cache=writeback,discard=unmap",
+                    "-nodefaults", "-display", "none", "-vga", "none", *_firmware_args(rec, idir),
+                    *_disk_args(idir, rec.get("data_disks", 0)),
                     "-netdev", user_netdev("net0", ports),
                     "-device", f"virtio-net-pci,netdev=net0,mac={instance_mac(rec['instance_id'])}",
                     "-serial", f"file:{idir / 'console.log'}",
@@ -168,8 +175,13 @@ class QemuTarget:
     # ---- TargetDriver ----------------------------------------------------------------------------
     def launch(self, spec: LaunchSpec) -> TargetInstance:
         disk_image = Path(spec.disk_image).resolve()
-        if not disk_image.is_file():
-            raise TargetError(f"disk image {disk_image} does not exist")
+        for image in (disk_image, *spec.data_disks):
+            if not Path(image).is_file():
+                raise TargetError(f"disk image {image} does not exist")
+        if spec.boot_mode not in ("legacy-bios", "uefi"):
+            raise TargetError(f"unknown boot mode {spec.boot_mode!r} (legacy-bios, uefi)")
+        if spec.boot_mode == "uefi" and not (OVMF_CODE.is_file() and OVMF_VARS.is_file()):
+            raise TargetError(f"UEFI firmware is not installed ({OVMF_CODE}: Debian package ovmf)")
         idir = self.dir / spec.instance_id
         with self._lock:
             try:
@@ -179,14 +191,12 @@ class QemuTarget:
             try:
                 # The instance holds its own link to the converted image, so it outlives the job's work
                 # directory; the overlay names it relatively, so the instance directory can move.
-                base = idir / "base.img"
-                try:
-                    os.link(disk_image, base)
-                except OSError:
-                    shutil.copyfile(disk_image, base)  # another file system
-                fmt = "qcow2" if _is_qcow2(base) else "raw"
-                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", base.name,
-                                str(idir / "disk.qcow2")], check=True, capture_output=True, timeout=60)
+                base = _link(disk_image, idir / "base.img")
+                _overlay(idir, base, "disk.qcow2")
+                for n, data_disk in enumerate(spec.data_disks, start=1):
+                    _overlay(idir, _link(Path(data_disk).resolve(), idir / f"base-{n}.img"), f"disk-{n}.qcow2")
+                if spec.boot_mode == "uefi":
+                    shutil.copyfile(OVMF_VARS, idir / "OVMF_VARS.fd")  # the instance's own UEFI variables
             except (OSError, subprocess.SubprocessError) as exc:
                 shutil.rmtree(idir, ignore_errors=True)
                 raise TargetError(f"cannot create the disk of {spec.instance_id}: {exc}") from exc
@@ -195,7 +205,8 @@ class QemuTarget:
                 "memory_mib": spec.memory_mib, "disk_image": str(disk_image),
                 "ingress_ports": sorted(set(spec.ingress_ports)), "tags": dict(spec.tags),
                 "launch_time": datetime.now(UTC).isoformat(), "state": "pending", "pid": None,
-                "port_map": {}, "accel": self._accel(disk_image)}
+                "port_map": {}, "accel": self._accel(disk_image), "data_disks": len(spec.data_disks),
+                "boot_mode": spec.boot_mode}
             if spec.user_data:
                 (idir / "user-data").write_bytes(spec.user_data)
             self._save(rec)
@@ -204,8 +215,7 @@ class QemuTarget:
             except TargetError as exc:
                 rec["state"], rec["state_reason"] = "terminated", f"Server.InternalError: {exc}"
                 self._save(rec)
-                for name in ("disk.qcow2", "base.img"):
-                    (idir / name).unlink(missing_ok=True)
+                _remove_disks(idir)
                 raise
             self._save(rec)
             log.info("launched %s (%s, %d vCPU, %d MiB, %s) ports %s", spec.instance_id, spec.instance_type,
@@ -277,12 +287,32 @@ class QemuTarget:
                 return
             kill(rec.get("pid") or 0, str(self.dir / instance_id), grace=2.0)
             idir = self.dir / instance_id
-            for name in ("disk.qcow2", "base.img", "qemu.pid"):
-                (idir / name).unlink(missing_ok=True)
+            _remove_disks(idir)
+            (idir / "qemu.pid").unlink(missing_ok=True)
             qmp_socket(idir).unlink(missing_ok=True)
-            rec.update(state="terminated", pid=None, state_reason=reason)
+            rec.update(state="terminated", pid=None, state_reason=reason, terminated_at=time.time())
             self._save(rec)
             log.info("terminated %s", instance_id)
+
+    def purge_terminated(self, older_than: float, only: Collection[str] | None = None) -> tuple[str, ...]:
+        """Delete the directories (record, console output) of instances terminated more than
+        ``older_than`` seconds ago (of those in ``only`` if given), as EC2 forgets a terminated instance
+        after a while; their disks went at termination. Returns the IDs purged; `describe` then raises
+        NotFound for them."""
+        purged: tuple[str, ...] = ()
+        with self._lock:
+            for path in self.dir.glob("i-*/instance.json"):
+                if only is not None and path.parent.name not in only:
+                    continue
+                try:
+                    rec = self._load(path.parent.name)
+                    ended = rec.get("terminated_at") or path.stat().st_mtime  # a failed launch has none
+                except (NotFound, TargetError, OSError):
+                    continue
+                if rec["state"] == "terminated" and time.time() - ended >= older_than:
+                    shutil.rmtree(path.parent, ignore_errors=True)
+                    purged += (path.parent.name,)
+        return purged
 
     def wait_for_console(self, instance_id: str, text: str, timeout: float) -> bool:
         """Wait until ``text`` appears on the instance's serial console; False after ``timeout`` s."""
@@ -302,6 +332,46 @@ def instance_mac(instance_id: str) -> str:
     digest = hashlib.sha256(instance_id.encode()).digest()
     tail = digest[:3] if digest[:3] != b"\x12\x34\x56" else digest[3:6]
     return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
+
+
+def _link(image: Path, dest: Path) -> Path:
+    """``dest`` as a hard link to (or, on another file system, a copy of) ``image``."""
+    try:
+        os.link(image, dest)
+    except OSError:
+        shutil.copyfile(image, dest)
+    return dest
+
+
+def _overlay(idir: Path, base: Path, name: str) -> None:
+    """The instance's copy-on-write disk ``name`` over ``base`` (named relatively: the directory can move)."""
+    fmt = "qcow2" if _is_qcow2(base) else "raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", base.name, str(idir / name)],
+                   check=True, capture_output=True, timeout=60)
+
+
+def _remove_disks(idir: Path) -> None:
+    """Delete an instance's disks (its overlays, the links to the converted images, its UEFI variables)."""
+    for pattern in ("disk.qcow2", "base.img", "disk-*.qcow2", "base-*.img", "OVMF_VARS.fd"):
+        for path in idir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _disk_args(idir: Path, data_disks: int) -> list[str]:
+    """The boot disk first (the firmware boots it), then the source's other disks in its order: the guest
+    sees vda, vdb, ... as the source saw sda, sdb, ..."""
+    args = []
+    for name in ["disk.qcow2", *(f"disk-{n}.qcow2" for n in range(1, data_disks + 1))]:
+        args += ["-drive", f"file={idir / name},format=qcow2,if=virtio,cache=writeback,discard=unmap"]
+    return args
+
+
+def _firmware_args(rec: dict[str, Any], idir: Path) -> list[str]:
+    """SeaBIOS (QEMU's default) for legacy-bios; OVMF with the instance's own variable store for uefi."""
+    if rec.get("boot_mode", "legacy-bios") != "uefi":
+        return []
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={idir / 'OVMF_VARS.fd'}"]
 
 
 def _is_qcow2(path: Path) -> bool:

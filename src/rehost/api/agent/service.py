@@ -9,6 +9,7 @@ exists, the lifecycle from NOT_READY to READY_FOR_TEST.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,8 @@ from rehost.domain.lifecycle import LifeCycleState, Trigger, transition
 from rehost.domain.replication import AGENT_REPORTABLE, INITIATION_STEPS, DataReplicationState
 from rehost.errors import InvalidInput, NotFound, QuotaExceeded
 from rehost.jobs.interfaces import SnapshotRef
+
+log = logging.getLogger(__name__)
 
 
 def _metric_time(value: Any) -> datetime:
@@ -61,13 +64,17 @@ class ReplicationEndpoints:
 class AgentService:
     def __init__(self, mgn: MgnService, endpoints: ReplicationEndpoints | None = None,
                  recommend_instance_type: Callable[[dict[str, Any]], str | None] | None = None,
-                 agent_credentials: Callable[[str, str], dict[str, str]] | None = None) -> None:
+                 agent_credentials: Callable[[str, str], dict[str, str]] | None = None,
+                 stored_snapshot: Callable[[str, str], SnapshotRef | None] | None = None) -> None:
         self.mgn = mgn
         self.store = mgn.store
         self.endpoints = endpoints or ReplicationEndpoints()
         self.recommend = recommend_instance_type or (lambda props: None)
         # (server ID, server ARN) -> the access key the installed agent signs with from then on
         self.agent_credentials = agent_credentials
+        # (server ID, snapshot ID) -> the snapshot as the chunk store holds it, or None if it holds none:
+        # what an agent reports as its last snapshot is recorded only from there (None: trusted as sent)
+        self.stored_snapshot = stored_snapshot
 
     # -- registration -----------------------------------------------------------------------------------
 
@@ -154,7 +161,9 @@ class AgentService:
     def _properties(self, props: dict[str, Any] | None, hints: dict[str, Any], devices: list[dict[str, Any]]) -> dict[str, Any]:
         out = copy.deepcopy(props or {})
         out.setdefault("identificationHints", {})
-        for key in ("hostname", "fqdn"):
+        # bootMode (the firmware the agent saw the source boot in) is kept for launches; MGN's shape of
+        # identificationHints has no such member, so the API does not show it.
+        for key in ("hostname", "fqdn", "bootMode"):
             if hints.get(key):
                 out["identificationHints"].setdefault(key, hints[key])
         if devices and not out.get("disks"):
@@ -275,7 +284,7 @@ class AgentService:
             if lagSeconds is not None and initialSyncComplete:
                 info["lagDuration"] = ids.iso_duration(lagSeconds)
             if lastSnapshot and lastSnapshot.get("dateTime"):
-                _advance_last_snapshot(doc, lastSnapshot["dateTime"], lastSnapshot.get("snapshotID"))
+                self._note_reported_snapshot(doc, lastSnapshot)
             if error:
                 info["dataReplicationError"] = {k: error[k] for k in ("error", "rawError") if k in error}
             if initialSyncComplete and info.get("lastSnapshotDateTime"):
@@ -291,6 +300,26 @@ class AgentService:
             for result in commandResults or []:
                 self._command_result(conn, sourceServerID, result)
         return {}
+
+    def _note_reported_snapshot(self, doc: dict[str, Any], reported: dict[str, Any]) -> None:
+        """Record the snapshot an agent reports as the server's last one, with the time the chunk store's
+        manifest gives. One the store does not hold for this server (never taken, another server's, or
+        since deleted by retention) is ignored, with a warning logged once per snapshot ID, and the rest
+        of the report is applied: it never makes the server launchable."""
+        snapshot_id = reported.get("snapshotID")
+        if self.stored_snapshot is None:
+            _advance_last_snapshot(doc, reported["dateTime"], snapshot_id)
+            return
+        if not snapshot_id or snapshot_id == doc.get("_lastSnapshotID"):
+            return
+        snap = self.stored_snapshot(doc["sourceServerID"], str(snapshot_id))
+        if snap is None:
+            if doc.get("_ignoredSnapshotID") != snapshot_id:
+                doc["_ignoredSnapshotID"] = snapshot_id
+                log.warning("%s: the agent reports snapshot %s, which the chunk store does not hold for this "
+                            "server; ignored", doc["sourceServerID"], snapshot_id)
+            return
+        _advance_last_snapshot(doc, str(ids.iso(snap.taken_at)), snap.snapshot_id)
 
     @staticmethod
     def _eta(info: dict[str, Any]) -> None:
