@@ -18,7 +18,7 @@ from rehost.db import schema
 from rehost.db.store import Store
 
 from .agentapi import send
-from .conftest import Api
+from .conftest import Api, ServerFactory, make_api
 
 DESCRIBE = {"Effect": "Allow", "Action": ["mgn:Describe*", "mgn:Get*"], "Resource": "*"}
 
@@ -29,6 +29,11 @@ def _code(err: ClientError) -> str:
 
 def _user(api: Api, tmp_path: Path, name: str, *statements: dict[str, Any], tags: dict[str, str] | None = None) -> Any:
     """A boto3 MGN client for a new user whose one inline policy holds `statements`."""
+    return api.server.client(_user_key(api, tmp_path, name, *statements, tags=tags))
+
+
+def _user_key(api: Api, tmp_path: Path, name: str, *statements: dict[str, Any],
+              tags: dict[str, str] | None = None) -> tuple[str, str]:
     env, data_dir = api.server.env, api.server.data_dir
     cli_json("iam", "create-user", name, data_dir=data_dir, env=env)
     doc = tmp_path / f"{name}.json"
@@ -36,7 +41,7 @@ def _user(api: Api, tmp_path: Path, name: str, *statements: dict[str, Any], tags
     rehost_cli("iam", "put-user-policy", name, "inline", "--policy-document", f"file://{doc}", data_dir=data_dir, env=env)
     if tags:
         rehost_cli("iam", "tag-user", name, *(f"{k}={v}" for k, v in tags.items()), data_dir=data_dir, env=env)
-    return api.server.client(api.server.access_key(name))
+    return api.server.access_key(name)
 
 
 def _allowed(client: Any) -> bool:
@@ -126,6 +131,26 @@ def test_time_transport_region_and_user_conditions(api: Api, tmp_path: Path) -> 
         secure_only.describe_source_servers()
     assert "explicit deny" in info.value.response["Error"]["Message"]
     assert secure_only.describe_jobs()["items"] is not None  # the Deny names DescribeSourceServers only
+
+
+def test_forwarding_headers_are_not_believed(api: Api, tmp_path: Path) -> None:
+    loopback = _user_key(api, tmp_path, "fwd-loopback", _describe_if({"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}))
+    elsewhere = _user_key(api, tmp_path, "fwd-elsewhere", _describe_if({"IpAddress": {"aws:SourceIp": "203.0.113.9"}}))
+    spoof = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9", "Forwarded": "for=203.0.113.9",
+             "X-Forwarded-Proto": "https"}
+    for key, status in ((loopback, 200), (elsewhere, 403)):
+        got, _, _ = send(api.server.endpoint, "POST", "/DescribeSourceServers", b"{}", *key, headers=spoof)
+        assert got == status
+
+
+def test_secure_transport_over_tls(servers: ServerFactory, tmp_path: Path) -> None:
+    server = servers.new()
+    server.stop()
+    server.tls = True  # the same data directory and database, now served with --tls
+    server.start()
+    api = make_api(server)
+    assert _allowed(_user(api, tmp_path, "tls-only", _describe_if({"Bool": {"aws:SecureTransport": "true"}})))
+    assert not _allowed(_user(api, tmp_path, "plain-only", _describe_if({"Bool": {"aws:SecureTransport": "false"}})))
 
 
 def test_principal_tags(api: Api, tmp_path: Path) -> None:

@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     # such a job with JOB_CANCEL).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        # proxy_headers=False: no proxy stands in front, so X-Forwarded-For/-Proto are not believed (uvicorn
+        # would take them from loopback clients): aws:SourceIp and the sign-in throttle see the real peer.
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                    ssl_certfile=cert[0] if cert else None, ssl_keyfile=cert[1] if cert else None)
+                    ssl_certfile=cert[0] if cert else None, ssl_keyfile=cert[1] if cert else None,
+                    proxy_headers=False)
     except _Terminated:
         cp.close()
         logging.shutdown()
