@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from rehost.console import pages_jobs, pages_servers, pages_settings
+from rehost.console import pages_apps, pages_jobs, pages_servers, pages_settings
 from rehost.console.core import HERE, SECURITY_HEADERS, Console, Ctx, Handler, Refused
 from rehost.console.session import COOKIE, PRE_COOKIE, SESSION_TTL, check_csrf
 
@@ -131,7 +131,7 @@ def console_app(cp: ControlPlane) -> Starlette:
         Route("/", page(console, home), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    for module in (pages_settings, pages_servers, pages_jobs):
+    for module in (pages_settings, pages_servers, pages_apps, pages_jobs):
         for path, handler, methods in module.ROUTES:
             routes.append(Route(path, page(console, handler), methods=methods))
     return Starlette(routes=routes)
