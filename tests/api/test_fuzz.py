@@ -42,12 +42,15 @@ from botocore.serialize import create_serializer
 
 from helpers import RunningServer
 from rehost.api.agent.params import agent_model
+from rehost.api.core.dispatch import snake
 from rehost.api.ec2.handler import OPERATIONS as EC2_SERVED
+from rehost.api.mgn.service import MgnService
 
 from .conftest import ServerFactory, make_api
 
 SEED = int(os.environ.get("REHOST_FUZZ_SEED", "20261201"))
 TOTAL = int(os.environ.get("REHOST_FUZZ_REQUESTS", "3000"))
+TALLY_CODES = bool(os.environ.get("REHOST_FUZZ_TALLY"))  # print answers by status, code and reason
 SHARE = {"mgn": 0.5, "agent": 0.25, "ec2": 0.25}
 TIME_BUDGET = 120.0  # seconds for the requests themselves; the suite aims at well under half of that
 
@@ -104,8 +107,8 @@ def generate(shape: Shape, rng: random.Random, depth: int = 0) -> Any:
     if t == "string":
         return _string(shape, rng)
     if t in ("integer", "long"):
-        low, high = int(md.get("min", 0)), int(md.get("max", 1000))
-        return rng.randint(low, min(high, low + 1000))
+        low = int(md.get("min", 0))
+        return rng.randint(low, min(int(md.get("max", low + 1000)), low + 1000))
     if t in ("double", "float"):
         return round(rng.uniform(float(md.get("min", 0)), float(md.get("max", 100))), 3)
     if t == "boolean":
@@ -316,32 +319,48 @@ def _ec2_form(op: OperationModel, rng: random.Random) -> dict[str, str]:
         return {"Action": op.name, "Version": EC2.api_version}
 
 
+#: EC2 mutations after which no request is valid (those requests name the canary's launch template).
+EC2_REFUSED = {"unicode_index", "zero_index", "huge_index", "unknown_param", "bad_number", "bad_action"}
+
+
+def _ec2_wire(member: Shape, name: str) -> str:
+    """A member's name in an EC2 query, as botocore's EC2 serializer writes it."""
+    ser = member.serialization
+    if "queryName" in ser:
+        return str(ser["queryName"])
+    return str(ser["name"])[0].upper() + str(ser["name"])[1:] if "name" in ser else name
+
+
 def ec2_request(index: int, rng: random.Random, canary_template: str) -> Request:
     served = sorted(EC2_SERVED)
     name = rng.choice(served) if rng.random() < 0.9 else rng.choice(EC2.operation_names)
     op = EC2.operation_model(name)
     form = _ec2_form(op, rng)
-    mutation = "valid"
+    mutation, refused = "valid", False
     body: bytes | None = None
     if rng.random() < 0.8:
         mutation = rng.choice(["unicode_index", "zero_index", "huge_index", "unknown_param", "drop_required",
                                "control_chars", "bad_number", "deep_key", "bad_action", "garbage"])
         keys = [k for k in form if k not in ("Action", "Version")]
-        if "LaunchTemplateId" in form or name in ("CreateLaunchTemplateVersion", "ModifyLaunchTemplate"):
-            form["LaunchTemplateId"] = canary_template  # each of these mutations must be refused
+        lists = [_ec2_wire(m, name) for name, m in op.input_shape.members.items()
+                 if m.type_name == "list"] if op.input_shape is not None else []
+        list_key = rng.choice(lists or ["InstanceId"])
+        refused = mutation in EC2_REFUSED or (mutation == "drop_required" and bool(
+            op.input_shape is not None and op.input_shape.required_members))
+        if refused and ("LaunchTemplateId" in form or name in ("CreateLaunchTemplateVersion", "ModifyLaunchTemplate")):
+            form["LaunchTemplateId"] = canary_template
         if mutation == "unicode_index":
-            key = rng.choice(["InstanceId", "Filter", "LaunchTemplateVersion", "SecurityGroupId", "GroupName"])
-            form[f"{key}.{rng.choice(['²', '١', '٣', '𝟙', '1²', '¹'])}"] = "x"
+            form[f"{list_key}.{rng.choice(['²', '١', '٣', '𝟙', '1²', '¹'])}"] = "x"
         elif mutation == "zero_index":
-            form[rng.choice(["InstanceId.0", "Filter.0.Name", "LaunchTemplateVersion.01"])] = "x"
+            form[f"{list_key}.{rng.choice(['0', '01', '-1', '1.0', ''])}"] = "x"
         elif mutation == "huge_index":
-            form[f"InstanceId.{rng.choice([1001, 10**6, 10**40])}"] = "i-1"
+            form[f"{list_key}.{rng.choice([1001, 10**6, 10**40])}"] = "i-1"
         elif mutation == "unknown_param":
             form[rng.choice(["Bogus", "instanceId", "Action2", "X" * 300])] = "1"
         elif mutation == "drop_required" and op.input_shape is not None and op.input_shape.required_members:
             for member in op.input_shape.required_members:
-                wire = op.input_shape.members[member].serialization.get("queryName") or member
-                form = {k: v for k, v in form.items() if not k.startswith(wire)}
+                wire = _ec2_wire(op.input_shape.members[member], member)
+                form = {k: v for k, v in form.items() if k.split(".")[0] != wire}
         elif mutation == "control_chars" and keys:
             form[rng.choice(keys)] = rng.choice(["\x00", "a\x01\x02", "\x1b[2J", "\ud800", "\uffff", "<&>\"'"])
         elif mutation == "bad_number":
@@ -357,18 +376,22 @@ def ec2_request(index: int, rng: random.Random, canary_template: str) -> Request
             mutation = "garbage"
     if body is None:
         body = urlencode({k: str(v).encode("utf-8", "surrogatepass") for k, v in form.items()}).encode()
-    return Request(index, "ec2", name, mutation, "POST", "/", body, "application/x-www-form-urlencoded; charset=utf-8")
+    return Request(index, "ec2", name, mutation, "POST", "/", body, "application/x-www-form-urlencoded; charset=utf-8",
+                   refused)
 
 
 def plan(seed: int, total: int, canary: dict[str, str], canary_template: str) -> list[Request]:
     rng = random.Random(seed)
     mgn_ops, agent_ops = sorted(MGN.operation_names), sorted(AGENT.operation_names)
+    # Every operation twice; then mostly those rehost implements (the others answer before validation).
+    served = [o for o in mgn_ops if getattr(MgnService, snake(o), None) is not None]
     out: list[Request] = []
     for i in range(total):
         pick = rng.random()
         if pick < SHARE["mgn"]:
-            out.append(json_request(i, "mgn", MGN, mgn_ops[i % len(mgn_ops)] if i < 2 * len(mgn_ops)
-                                    else rng.choice(mgn_ops), rng, canary))
+            name = mgn_ops[i % len(mgn_ops)] if i < 2 * len(mgn_ops) else rng.choice(
+                served if rng.random() < 0.85 else mgn_ops)
+            out.append(json_request(i, "mgn", MGN, name, rng, canary))
         elif pick < SHARE["mgn"] + SHARE["agent"]:
             out.append(json_request(i, "agent", AGENT, rng.choice(agent_ops), rng, canary))
         else:
@@ -503,6 +526,10 @@ def test_fuzz_every_surface(fuzz_server: Any) -> None:
         for req in requests:
             status, headers, body = sender.send(req)
             counts[f"{req.surface} {status // 100}xx"] = counts.get(f"{req.surface} {status // 100}xx", 0) + 1
+            if TALLY_CODES:
+                code = headers.get("x-amzn-errortype") or (re.findall(rb"<Code>([^<]*)", body) or [b""])[0].decode()
+                reason = (re.findall(rb'"reason":"([^"]*)', body) or [b""])[0].decode()
+                counts[f"{req.surface} {status} {code} {reason}"] = counts.get(f"{req.surface} {status} {code} {reason}", 0) + 1
             why = judge(req, status, headers, body)
             if why:
                 failures.append(f"{req.describe()}: {why}")
