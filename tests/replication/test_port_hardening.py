@@ -142,6 +142,20 @@ def test_garbage_is_closed_with_one_log_line_and_nothing_stored(
     replicate_small_disk(env, gated.address)  # the server is still up and serving
 
 
+def test_an_internal_error_costs_one_connection_not_the_gate(
+    env: Env, gated: ReplicationServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("rehost.replication.server.verify_token", broken)
+    sock = raw_tls(env, gated.address)
+    sock.sendall(p.encode(p.Hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", MiB)])))
+    assert closed_by_server(sock)
+    monkeypatch.undo()
+    replicate_small_disk(env, gated.address)
+
+
 @pytest.mark.parametrize("length", [p.MAX_PAYLOAD, MAX_HELLO + 1])
 def test_oversized_frame_before_auth_is_refused_on_its_header(
     env: Env, gated: ReplicationServer, length: int

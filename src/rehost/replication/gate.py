@@ -185,6 +185,9 @@ class Gate:
                 self._close(conn)
             else:
                 self._drop(conn, f"connection lost: {exc}")
+        except Exception:  # a bug must cost this connection, not the gate (and with it every agent)
+            log.exception("%s: internal error", conn.peer)
+            self._close(conn)
 
     def _receive(self, conn: _Conn) -> None:
         """Read the first frame as far as it has arrived; refuse, or admit it once complete."""
