@@ -83,7 +83,9 @@ class GroupOps:
         return doc
 
     def _save_group(self, conn: Connection, g: GroupKind, doc: dict[str, Any]) -> None:
-        repo.save_doc(conn, g.kind, doc[g.id_key], doc, seq=0, parent=doc.get("waveID"))
+        """Save a group loaded in this transaction (``seq`` is only used on insert, at creation)."""
+        parent = doc.get("waveID") if g is APPLICATION else None  # an application's wave; a wave has none
+        repo.save_doc(conn, g.kind, doc[g.id_key], doc, seq=0, parent=parent)
 
     def _load_groups(self, conn: Connection, g: GroupKind, group_ids: Sequence[str]) -> list[dict[str, Any]]:
         found = {doc[g.id_key]: doc for _, doc in _query_docs(conn, g.kind, ids=list(group_ids))}
