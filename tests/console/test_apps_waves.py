@@ -89,6 +89,10 @@ def test_application_create_associate_and_list(console_env: ConsoleEnv, admin: C
     items = mgn.describe_source_servers(filters={"applicationIDs": [app_id]})["items"]
     assert [s["sourceServerID"] for s in items] == [sid]
     assert mgn.list_applications(filters={"applicationIDs": [app_id]})["items"][0]["description"] == "made here"
+    page = _follow(admin, admin.post(f"/console/applications/{app_id}/update",
+                                     {"csrf": admin.csrf(), "name": name + "-v2", "description": ""}))
+    assert "saved" in page.body and html.escape(name + "-v2") in page.body
+    assert mgn.list_applications(filters={"applicationIDs": [app_id]})["items"][0]["description"] == ""
 
     # Archiving waits for the members; a refused archive is flashed, an empty application archives.
     page = _follow(admin, admin.post("/console/applications/action", [
@@ -149,7 +153,7 @@ def test_read_only_user_sees_no_actions(console_env: ConsoleEnv, admin: ConsoleC
     assert listing.status == 200 and app_id in listing.body
     assert "Add application" not in listing.body and 'value="archive"' not in listing.body
     detail = viewer.get(f"/console/applications/{app_id}")
-    assert detail.status == 200 and "Associate selected" not in detail.body
+    assert detail.status == 200 and "Associate selected" not in detail.body and "Edit application" not in detail.body
     page = _follow(viewer, viewer.post("/console/applications/create", {"csrf": viewer.csrf(), "name": "nope"}))
     assert "flash-error" in page.body and "mgn:CreateApplication" in page.body
     assert viewer.get("/console/applications/app-0000000000000000a").status == 404

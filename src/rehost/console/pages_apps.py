@@ -157,10 +157,20 @@ def group_detail(ctx: Ctx, g: Group) -> Response:
     arn = item["arn"]
     return ctx.render("group.html", nav=g.plural, g=g, row=_row(g, item), members=members, candidates=candidates,
                       servers=servers, tags=item.get("tags") or {},
-                      can_associate=ctx.can(f"mgn:{g.associate}", arn),
+                      can_update=ctx.can(f"mgn:Update{g.noun}", arn), can_associate=ctx.can(f"mgn:{g.associate}", arn),
                       can_disassociate=ctx.can(f"mgn:{g.disassociate}", arn),
                       actions=[a for a in GROUP_ACTIONS if ctx.can(f"mgn:{a.operation}", ctx.server_arn())],
                       back=f"{g.path}/{group_id}")
+
+
+def group_update(ctx: Ctx, g: Group) -> Response:
+    """Edit the group's name and description."""
+    assert ctx.form is not None
+    group_id = ctx.request.path_params["group_id"]
+    ctx.call(f"Update{g.noun}", **{g.id_key: group_id, "name": str(ctx.form.get("name") or "").strip(),
+                                   "description": str(ctx.form.get("description") or "").strip()})
+    ctx.flash("success", f"{g.noun} saved.")
+    return ctx.redirect(f"{g.path}/{group_id}")
 
 
 def group_members(ctx: Ctx, g: Group) -> Response:
@@ -223,6 +233,7 @@ def _routes(g: Group) -> list[tuple[str, Any, list[str]]]:
         (f"{g.path}/create", bind(group_create), ["POST"]),
         (f"{g.path}/action", bind(group_list_action), ["POST"]),
         (f"{g.path}/{{group_id}}", bind(group_detail), ["GET"]),
+        (f"{g.path}/{{group_id}}/update", bind(group_update), ["POST"]),
         (f"{g.path}/{{group_id}}/members", bind(group_members), ["POST"]),
         (f"{g.path}/{{group_id}}/servers-action", bind(group_servers_action), ["POST"]),
     ]
