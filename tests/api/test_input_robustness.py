@@ -14,7 +14,14 @@ from ec2.rawclient import signed_form_post
 from helpers import cli_json, rehost_cli
 from rehost.api.agent.params import agent_model
 from rehost.api.core.errors import AwsError
-from rehost.api.core.model import MAX_BODY_BYTES, RestJsonService, serialize, service_model, validate
+from rehost.api.core.model import (
+    MAX_BODY_BYTES,
+    RestJsonService,
+    sanitize,
+    serialize,
+    service_model,
+    validate,
+)
 from rehost.db import repo
 from rehost.db.store import Store
 
@@ -263,6 +270,19 @@ def test_serializer_leaves_out_malformed_stored_values() -> None:
         "tags": {"ok": "1"}}]}
 
 
+def test_sanitize_keeps_the_service_terms_and_drops_what_does_not_fit() -> None:
+    shape = service_model("mgn").operation_model("DescribeSourceServers").output_shape
+    good = {"items": [{"sourceServerID": "s-0123456789abcdef0", "isArchived": False, "tags": {"a": "b"},
+                       "sourceProperties": {"cpus": [{"cores": 2, "modelName": "x"}], "ramBytes": 1 << 30,
+                                            "lastUpdatedDateTime": "2024-01-01T00:00:00Z"}}]}
+    assert sanitize(shape, good) == good
+    bad = json.loads(json.dumps(good))
+    bad["items"][0]["sourceProperties"]["cpus"][0]["cores"] = None
+    bad["items"][0]["sourceProperties"]["ramBytes"] = "lots"
+    assert sanitize(shape, bad)["items"][0]["sourceProperties"] == {
+        "cpus": [{"modelName": "x"}], "lastUpdatedDateTime": "2024-01-01T00:00:00Z"}
+
+
 def test_a_malformed_stored_server_does_not_break_describe(api: Api) -> None:
     sid = api.agent.register()["sourceServerID"]
     store = Store(api.server.env.get("REHOST_DATABASE_URL") or f"sqlite:///{api.server.data_dir / 'rehost.db'}")
@@ -299,7 +319,9 @@ def test_ec2_answers_are_valid_xml_with_ec2_codes(api: Api) -> None:
         ({**base, "MaxResults": "5\x01\x1b[31m"}, "InvalidParameterValue"),
         ({**base, "MaxResults": "9" * 5000}, "InvalidParameterValue"),
         ({**base, "NoSuchParameter": "x"}, "UnknownParameter"),
-        ({**base, "Filter.1.Name": "x\x00"}, ""),
+        ({**base, "Filter.1.Name": "x\x00"}, "InvalidParameterValue"),  # never storable nor answerable
+        ({**base, "Filter.1.Name": "\ufffe"}, "InvalidParameterValue"),
+        ({**base, "Filter.1.Name": "tab\tand\nnewline"}, ""),
         ({"Action": "Describe\x00\x07Instances", "Version": "2016-11-15"}, "InvalidAction"),
         ({"Action": "DescribeInstances"}, "MissingParameter"),
         ({"Version": "2016-11-15"}, "MissingAction"),

@@ -382,20 +382,27 @@ class _Malformed(ValueError):
     """A stored value that does not fit its output shape."""
 
 
-def serialize(shape: Shape, value: Any, path: str = "") -> Any:
+def serialize(shape: Shape, value: Any, path: str = "", *, wire: bool = True) -> Any:
     """Keep only what the output shape declares; format timestamps the way rest-json parsers read them.
 
     A stored value that does not fit its shape (a string where a number belongs, an unreadable date, a
     structure that is not an object) is logged and left out, with the member or list item holding it, so
-    one bad record never turns a whole answer into a fault."""
+    one bad record never turns a whole answer into a fault. ``wire=False`` (`sanitize`) keeps member
+    names, members the wire carries outside the body, and timestamps as they are."""
     try:
-        return _serialize(shape, value, path or shape.name)
+        return _serialize(shape, value, path or shape.name, wire)
     except _Malformed as exc:
         log.warning("left out of an answer: %s", exc)
         return None
 
 
-def _serialize(shape: Shape, value: Any, path: str) -> Any:
+def sanitize(shape: Shape, value: Any) -> Any:
+    """An operation's result for Python callers (the console): what `serialize` would answer, in the
+    service's own terms. Whatever a page reads from it has the type the model declares."""
+    return serialize(shape, value, wire=False)
+
+
+def _serialize(shape: Shape, value: Any, path: str, wire: bool) -> Any:
     t = shape.type_name
     if value is None:
         return None
@@ -405,27 +412,27 @@ def _serialize(shape: Shape, value: Any, path: str) -> Any:
         out: dict[str, Any] = {}
         for name, member in shape.members.items():
             if name in value and value[name] is not None:
-                if member.serialization.get("location"):
+                if wire and member.serialization.get("location"):
                     continue
-                item = serialize(member, value[name], f"{path}.{name}")
+                item = serialize(member, value[name], f"{path}.{name}", wire=wire)
                 if item is not None:
-                    out[member.serialization.get("name", name)] = item
+                    out[member.serialization.get("name", name) if wire else name] = item
         return out
     if t == "list":
         if not isinstance(value, list):
             raise _Malformed(f"{path}: {type(value).__name__} where a list belongs")
-        items = (serialize(shape.member, v, f"{path}[{i}]") for i, v in enumerate(value))
+        items = (serialize(shape.member, v, f"{path}[{i}]", wire=wire) for i, v in enumerate(value))
         return [v for v in items if v is not None]
     if t == "map":
         if not isinstance(value, dict):
             raise _Malformed(f"{path}: {type(value).__name__} where a map belongs")
-        pairs = ((str(k), serialize(shape.value, v, f"{path}[{k}]")) for k, v in value.items())
+        pairs = ((str(k), serialize(shape.value, v, f"{path}[{k}]", wire=wire)) for k, v in value.items())
         return {k: v for k, v in pairs if v is not None}
     if t == "timestamp":
         when = _timestamp(value, offset_required=False)
         if when is None:
             raise _Malformed(f"{path}: {str(value)[:40]!r} is not a timestamp")
-        return when.timestamp() if isinstance(value, datetime) else value
+        return when.timestamp() if wire and isinstance(value, datetime) else value
     if t == "string" and not isinstance(value, str):
         raise _Malformed(f"{path}: {type(value).__name__} where a string belongs")
     if t in ("integer", "long") and (isinstance(value, bool) or not isinstance(value, int)):

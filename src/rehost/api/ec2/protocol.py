@@ -84,6 +84,10 @@ def parse_params(op: OperationModel, form: dict[str, str]) -> dict[str, Any]:
     for key in keys:
         if key.split(".", 1)[0] not in known:
             raise Ec2ApiError("UnknownParameter", f"The parameter {xml_text(key, 100)} is not recognized")
+        if _NOT_XML.search(form[key]):  # it could never be answered back in XML (nor stored in PostgreSQL)
+            raise Ec2ApiError("InvalidParameterValue",
+                              f"Value ({xml_text(form[key], 200)}) for parameter {xml_text(key, 100)} is invalid: "
+                              "it holds characters XML does not allow.")
     value = _decode_structure(shape, form, keys, "")
     _check_required(shape, value, "")
     return value
