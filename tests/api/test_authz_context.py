@@ -158,6 +158,12 @@ def test_principal_tags(api: Api, tmp_path: Path) -> None:
     assert _allowed(_user(api, tmp_path, "blue-one", statement, tags={"team": "blue"}))
     assert not _allowed(_user(api, tmp_path, "red-one", statement, tags={"team": "red"}))
     assert not _allowed(_user(api, tmp_path, "untagged", statement))
+    listed = cli_json("iam", "list-user-tags", "blue-one", data_dir=api.server.data_dir, env=api.server.env)
+    assert listed == {"Tags": [{"Key": "team", "Value": "blue"}]}
+    for bad in ("aws:team=blue", "team", "te\nam=x"):
+        out = rehost_cli("iam", "tag-user", "blue-one", bad, data_dir=api.server.data_dir, env=api.server.env,
+                         check=False)
+        assert out.returncode != 0 and "Traceback" not in out.stderr and out.stderr.strip(), bad
     # A tag as a policy variable: each user may touch only the servers tagged with its own team.
     sid = api.ready_server()
     arn = api.mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]["arn"]
@@ -172,6 +178,32 @@ def test_principal_tags(api: Api, tmp_path: Path) -> None:
         client.tag_resource(resourceArn=arn, tags={"team": "red"})
     assert _code(info.value) == "AccessDeniedException"
     assert api.mgn.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "blue"}
+
+
+def test_resource_and_request_tags(api: Api, tmp_path: Path) -> None:
+    tagged, untagged = api.ready_server(), api.ready_server()
+    arns = {sid: api.mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]["arn"]
+            for sid in (tagged, untagged)}
+    api.mgn.tag_resource(resourceArn=arns[tagged], tags={"env": "test"})
+    client = _user(api, tmp_path, "abac", DESCRIBE, {
+        "Effect": "Allow", "Action": "mgn:UpdateLaunchConfiguration", "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/env": "test"}}}, {
+        "Effect": "Allow", "Action": "mgn:TagResource", "Resource": "*",
+        "Condition": {"StringEquals": {"aws:RequestTag/owner": "${aws:username}"},
+                      "ForAllValues:StringEquals": {"aws:TagKeys": ["owner", "env"]}}})
+    assert client.update_launch_configuration(sourceServerID=tagged, name="ok")["name"] == "ok"
+    with pytest.raises(ClientError) as info:
+        client.update_launch_configuration(sourceServerID=untagged, name="no")
+    assert _code(info.value) == "AccessDeniedException"
+    assert api.mgn.get_launch_configuration(sourceServerID=untagged)["name"] != "no"
+    client.tag_resource(resourceArn=arns[untagged], tags={"owner": "abac", "env": "test"})
+    for refused in ({"owner": "someone-else"}, {"owner": "abac", "cost": "1"}, {"env": "prod"}):
+        with pytest.raises(ClientError) as info:
+            client.tag_resource(resourceArn=arns[untagged], tags=refused)
+        assert _code(info.value) == "AccessDeniedException", refused
+    assert api.mgn.list_tags_for_resource(resourceArn=arns[untagged])["tags"] == {"owner": "abac", "env": "test"}
+    # Now tagged env=test, the other server may be updated too.
+    assert client.update_launch_configuration(sourceServerID=untagged, name="now")["name"] == "now"
 
 
 def test_unknown_members_are_ignored_not_stored(api: Api) -> None:

@@ -148,3 +148,15 @@ def test_unreadable_values_in_an_unvalidated_document_fail_closed() -> None:
         deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "mgn:*", "Resource": "*"},
                                                        *_doc("Deny", condition)["Statement"]]}
         assert evaluate([deny], "mgn:StartTest", "*", CONTEXT) is Decision.EXPLICIT_DENY, condition
+
+
+def test_tag_keys_of_a_request_and_of_its_resources() -> None:
+    from rehost.api.core.dispatch import _tag_keys
+
+    ctx = {**CONTEXT, **_tag_keys({"resourceArn": "arn:...", "tags": {"owner": "alice", "env": "test"}})}
+    assert ctx["aws:TagKeys"] == ["owner", "env"]
+    assert allowed({"StringEquals": {"aws:RequestTag/owner": "${aws:username}"}}, ctx)
+    assert allowed({"ForAllValues:StringEquals": {"aws:TagKeys": ["owner", "env", "cost"]}}, ctx)
+    assert not allowed({"ForAllValues:StringEquals": {"aws:TagKeys": ["owner"]}}, ctx)
+    assert _tag_keys({"resourceArn": "arn:...", "tagKeys": ["env"]}) == {"aws:TagKeys": ["env"]}
+    assert _tag_keys({"sourceServerIDs": ["s-1"]}) == {}

@@ -134,8 +134,10 @@ class Ctx:
         return self._context
 
     def authorize(self, action: str, resources: list[str] | None = None) -> None:
+        resources = resources or ["*"]
+        tags = self.console.dispatcher.resource_tags(resources) if action.startswith("mgn:") else None
         try:
-            self.cp.authorizer.authorize(self.identity, action, resources or ["*"], self.context)
+            self.cp.authorizer.authorize(self.identity, action, resources, self.context, tags)
         except AwsError as exc:
             raise Refused(exc.code, exc.message) from exc
 

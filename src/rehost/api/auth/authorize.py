@@ -62,15 +62,18 @@ class Authorizer:
         return out
 
     def authorize(self, identity: VerifiedIdentity, action: str, resources: list[str],
-                  context: Mapping[str, str | Sequence[str]] | None = None) -> None:
+                  context: Mapping[str, str | Sequence[str]] | None = None,
+                  per_resource: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Allow `action` on every one of `resources` or raise AccessDeniedException naming the first
-        denied one. `context` is the request's (`request_context`); the principal's keys are added here."""
+        denied one. `context` is the request's (`request_context`); the principal's keys are added here;
+        `per_resource` adds keys of one resource (its ``aws:ResourceTag/<key>``) when that one is evaluated."""
         from rehost.iam.policy import Decision, access_denied_message, evaluate
 
         policies = self.iam.policies_of(identity.user_name)
         full = {**(context or {}), **self.principal_context(identity)}
         for resource in resources or ["*"]:
-            decision = evaluate(policies, action, resource, full)
+            extra = (per_resource or {}).get(resource)
+            decision = evaluate(policies, action, resource, {**full, **extra} if extra else full)
             if decision is not Decision.ALLOW:
                 raise access_denied(access_denied_message(identity.principal_arn, action, resource, decision))
 

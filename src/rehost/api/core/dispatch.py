@@ -9,7 +9,9 @@
    so they never reach a service method as keyword arguments nor get stored), JSON nulls (absent) and
    ``accountID`` (rehost serves one account);
 4. authorize ``mgn:<Operation>`` on every resource the input names (`resources_for`) with the request's
-   context (`request_context`): one denied resource refuses the whole request before anything runs;
+   context (`request_context`), the tags the request sets (``aws:RequestTag/<key>``, ``aws:TagKeys``) and,
+   for each resource, its own tags (``aws:ResourceTag/<key>``): one denied resource refuses the whole
+   request before anything runs;
 5. refuse with UninitializedAccountException before InitializeService;
 6. call the service, translating rehost's errors into MGN's error shapes once, here.
 
@@ -28,6 +30,7 @@ from rehost.api.auth.authorize import Authorizer, request_context, resources_for
 from rehost.api.auth.sigv4 import VerifiedIdentity
 from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized
 from rehost.api.core.model import service_model, validate
+from rehost.db import repo
 
 if TYPE_CHECKING:
     from rehost.api.mgn.service import MgnService
@@ -55,6 +58,18 @@ def prune(shape: Shape, value: Any) -> Any:
     return value
 
 
+def _tag_keys(call: Mapping[str, Any]) -> dict[str, str | list[str]]:
+    """``aws:RequestTag/<key>`` for each tag the request sets, ``aws:TagKeys`` for the keys it names."""
+    out: dict[str, str | list[str]] = {}
+    tags = call.get("tags")
+    if isinstance(tags, dict) and tags:
+        out.update({f"aws:RequestTag/{key}": str(value) for key, value in tags.items()})
+        out["aws:TagKeys"] = list(tags)
+    elif isinstance(call.get("tagKeys"), list):  # UntagResource
+        out["aws:TagKeys"] = [str(key) for key in call["tagKeys"]]
+    return out
+
+
 class MgnDispatcher:
     """Validates, authorizes and runs MGN operations on one `MgnService` (see the module's docstring)."""
 
@@ -72,6 +87,15 @@ class MgnDispatcher:
             raise not_implemented(name)
         return self.model.operation_model(name), method
 
+    def resource_tags(self, resources: list[str]) -> dict[str, dict[str, str]]:
+        """``aws:ResourceTag/<key>`` of each named resource, read in one transaction."""
+        arns = [arn for arn in resources if arn != "*"]
+        if not arns:
+            return {}
+        with self.mgn.store.read() as conn:
+            tags = {arn: repo.get_tags(conn, arn) for arn in arns}
+        return {arn: {f"aws:ResourceTag/{k}": v for k, v in found.items()} for arn, found in tags.items() if found}
+
     def dispatch(self, identity: VerifiedIdentity, operation: str, params: Mapping[str, Any],
                  context: Context | None = None) -> dict[str, Any]:
         """Run `operation` with `params` (the model's member names) as `identity`; raise `AwsError`."""
@@ -82,8 +106,9 @@ class MgnDispatcher:
             validate(shape, dict(params), "")
             call = prune(shape, dict(params))
             call.pop("accountID", None)
-        self.authorizer.authorize(identity, f"mgn:{op.name}", resources_for(self.mgn.account.arn(""), call),
-                                  context)
+        resources = resources_for(self.mgn.account.arn(""), call)
+        self.authorizer.authorize(identity, f"mgn:{op.name}", resources, {**(context or {}), **_tag_keys(call)},
+                                  self.resource_tags(resources))
         if op.name != "InitializeService" and not self.mgn.is_initialized():
             raise uninitialized()
         try:
