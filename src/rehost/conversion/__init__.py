@@ -21,19 +21,31 @@ class SnapshotConverter:
         self.data_dir = Path(data_dir)
 
     def convert(self, snapshot: SnapshotRef, boot_device: str, work_dir: Path) -> ConvertedImage:
-        """Export ``boot_device`` of ``snapshot`` (sparse raw) and convert it; raises ConversionError."""
+        """Export every disk of ``snapshot`` (sparse raw), convert ``boot_device`` and keep the others, in
+        the snapshot's order, as the instance's further disks; raises ConversionError."""
         from rehost.chunkstore.snapshots import SnapshotStore
         from rehost.errors import ConversionError, RehostError
 
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         export = work_dir / "snapshot.raw"
+        others = [(name, work_dir / f"snapshot-{n}.raw")
+                  for n, name in enumerate((d for d in snapshot.disks if d != boot_device), start=1)]
         try:
             with SnapshotStore.open(self.data_dir, create=False) as store:
-                store.export(snapshot.source_server_id, snapshot.snapshot_id, boot_device, export, fmt="raw")
+                for name, path in [(boot_device, export), *others]:
+                    try:
+                        store.export(snapshot.source_server_id, snapshot.snapshot_id, name, path, fmt="raw")
+                    except RehostError as exc:
+                        raise ConversionError(f"cannot read {name} of {snapshot.snapshot_id}: {exc.message}") from exc
         except RehostError as exc:
-            raise ConversionError(f"cannot read {boot_device} of {snapshot.snapshot_id}: {exc.message}") from exc
+            for _, path in [(boot_device, export), *others]:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, ConversionError):
+                raise
+            raise ConversionError(f"cannot read the snapshot {snapshot.snapshot_id}: {exc.message}") from exc
         try:
-            return convert(export, boot_device, work_dir, consume=True)
+            return convert(export, boot_device, work_dir, consume=True, other_disks=others)
         finally:
-            export.unlink(missing_ok=True)
+            for _, path in [(boot_device, export), *others]:
+                path.unlink(missing_ok=True)

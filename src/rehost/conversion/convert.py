@@ -16,12 +16,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from rehost.conversion import linux
 from rehost.conversion.blockdev import CommandFailed, Partition, loop_device, mounted, read_partitions, run
+from rehost.conversion.firmware import disk_boot_modes
 from rehost.errors import ConversionError
 from rehost.jobs.interfaces import ConvertedDisk
 
@@ -44,43 +46,80 @@ class ConvertedImage(ConvertedDisk):
 
 
 def convert(source: Path | BinaryIO, boot_device: str, work_dir: Path, *,
-            hostname: str | None = None, consume: bool = False) -> ConvertedImage:
+            hostname: str | None = None, consume: bool = False,
+            other_disks: Sequence[tuple[str, Path]] = ()) -> ConvertedImage:
     """Make a bootable ``work_dir/disk.qcow2`` from ``source`` (a raw or qcow2 file, or a readable stream).
 
     ``boot_device`` is the source's boot disk name (e.g. "/dev/sda"), used in notes. The hostname is kept
     unless ``hostname`` is given. ``source`` is never written, except that with ``consume=True`` a raw
-    source file (a temporary export) is moved into ``work_dir`` and deleted instead of copied. Raises `ConversionError` naming the reason
+    source file (a temporary export) is moved into ``work_dir`` and deleted instead of copied.
+    ``other_disks`` are the source's other disks in its order (device name, raw or qcow2 file, consumed
+    likewise): each becomes ``work_dir/disk-<n>.qcow2`` unchanged, and the boot disk's fstab names their
+    file systems by UUID too (see `linux.other_disk_names`). Raises `ConversionError` naming the reason
     (no partition table, encrypted root, unknown OS, no boot loader, initramfs rebuild failed).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     raw = work_dir / "disk.raw"
+    others = [(name, work_dir / f"disk-{n}.raw") for n, (name, _) in enumerate(other_disks, start=1)]
     started = time.monotonic()
     try:
-        if consume and isinstance(source, Path) and source.stat().st_dev == work_dir.stat().st_dev:
-            with open(source, "rb") as f:
-                is_raw = f.read(4) != b"QFI\xfb"
-            if is_raw:
-                os.replace(source, raw)
-        if not raw.exists():
-            _copy_source(source, raw)
+        _take_source(source, raw, work_dir, consume)
+        for (_, path), (_, other_raw) in zip(other_disks, others, strict=True):
+            _take_source(path, other_raw, work_dir, consume)
         copied = time.monotonic()
-        notes, root_uuid, os_name = _convert_raw(raw, boot_device, hostname)
+        other_uuids = [(name, _disk_uuids(path)) for name, path in others]
+        notes, root_uuid, os_name, boot_modes = _convert_raw(raw, boot_device, hostname, other_uuids)
         kernel = work_dir / "vmlinuz"
         edited = time.monotonic()
         out = work_dir / "disk.qcow2"
+        data_disks = tuple(work_dir / f"disk-{n}.qcow2" for n in range(1, len(others) + 1))
         try:
-            run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(out)], timeout=1800)
+            for src, dst in zip([raw] + [p for _, p in others], (out, *data_disks), strict=True):
+                run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(src), str(dst)], timeout=1800)
         except CommandFailed as exc:
             raise ConversionError(f"writing the target disk failed: {exc}") from exc
     finally:
         raw.unlink(missing_ok=True)
+        for _, path in others:
+            path.unlink(missing_ok=True)
     done = time.monotonic()
     notes.append(f"{boot_device}: converted in {done - started:.1f} s (copy {copied - started:.1f} s, "
                  f"edit {edited - copied:.1f} s, qcow2 {done - edited:.1f} s)")
+    notes += [f"{name}: attached after the boot disk as disk {n + 1}" for n, (name, _) in enumerate(others, start=1)]
     log.info("converted %s: %s", boot_device, "; ".join(notes))
     return ConvertedImage(path=out, notes=tuple(notes), root_uuid=root_uuid, os_name=os_name,
-                          kernel=kernel if kernel.exists() else None)
+                          kernel=kernel if kernel.exists() else None, data_disks=data_disks, boot_modes=boot_modes)
+
+
+def _take_source(source: Path | BinaryIO, raw: Path, work_dir: Path, consume: bool) -> None:
+    """Put the source disk at ``raw``: moved there when it is a consumable raw file, else copied."""
+    if consume and isinstance(source, Path) and source.stat().st_dev == work_dir.stat().st_dev:
+        with open(source, "rb") as f:
+            is_raw = f.read(4) != b"QFI\xfb"
+        if is_raw:
+            os.replace(source, raw)
+    if not raw.exists():
+        _copy_source(source, raw)
+
+
+def _disk_uuids(raw: Path) -> dict[int, str]:
+    """Partition number -> file system UUID of a disk (read through loop devices, as the boot disk's); 0
+    for a file system on the whole disk."""
+    try:
+        _, parts = read_partitions(raw)
+    except (CommandFailed, KeyError, ValueError):
+        parts = []
+    uuids: dict[int, str] = {}
+    for p in parts:
+        with loop_device(raw, offset=p.offset, size=p.size, read_only=True) as dev:
+            if uuid := _blkid(dev).get("UUID"):
+                uuids[p.number] = uuid
+    if not parts:
+        with loop_device(raw, read_only=True) as dev:
+            if uuid := _blkid(dev).get("UUID"):
+                uuids[0] = uuid
+    return uuids
 
 
 def _copy_source(source: Path | BinaryIO, raw: Path) -> None:
@@ -117,7 +156,8 @@ def _blkid(dev: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
-def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[list[str], str, str]:
+def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
+                 other_uuids: Sequence[tuple[str, dict[int, str]]]) -> tuple[list[str], str, str, frozenset[str]]:
     try:
         label, parts = read_partitions(raw)
     except (CommandFailed, KeyError, ValueError) as exc:
@@ -126,7 +166,8 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[lis
         raise ConversionError("the boot disk's partition table is empty")
     with open(raw, "rb") as f:
         mbr = f.read(440)
-    if label == "dos" and not any(mbr):
+    boot_modes = disk_boot_modes(label, parts, mbr)
+    if label == "dos" and not any(mbr) and boot_modes == {"LEGACY_BIOS"}:
         raise ConversionError("no boot loader: the boot disk's MBR has no boot code")
     with contextlib.ExitStack() as stack:
         devs: dict[int, Path] = {}
@@ -146,7 +187,9 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[lis
             notes.append(f"{os_name}: not a Debian family system; conversion is best effort")
         notes.append(f"operating system: {os_name}")
         disks = linux.boot_disk_names(root, boot_device)
-        notes += linux.fix_fstab(root, uuids, disks)
+        others = {name: uuids_n for n, (device, uuids_n) in enumerate(other_uuids, start=1)
+                  for name in linux.other_disk_names(disks, n, device)}
+        notes += linux.fix_fstab(root, uuids, disks, others)
         notes += linux.fix_boot_loader(root, uuids[root_part.number], uuids, disks)
         notes += linux.fix_network(root)
         notes += linux.remove_guest_tools(root)
@@ -158,7 +201,7 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None) -> tuple[lis
         notes += linux.add_virtio_to_initramfs(root)
         _copy_kernel(root, raw.parent / "vmlinuz")
         run(["sync"])
-    return notes, uuids[root_part.number], os_name
+    return notes, uuids[root_part.number], os_name, boot_modes
 
 
 def _find_root(stack: contextlib.ExitStack, parts: list[Partition], devs: dict[int, Path],

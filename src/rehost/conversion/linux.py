@@ -49,13 +49,29 @@ def os_release(root: Path) -> dict[str, str]:
     raise ConversionError("unknown operating system: the root file system has no /etc/os-release")
 
 
-def device_to_uuid(device: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> str | None:
+def device_to_uuid(device: str, uuids: Mapping[int, str], boot_disks: Collection[str],
+                   others: Mapping[str, Mapping[int, str]] | None = None) -> str | None:
     """``/dev/sda1`` (or hda1, vda1, xvda1, nvme0n1p1) on one of ``boot_disks`` -> ``UUID=...`` of that
-    partition; None for anything else (other disks, LABEL=, UUID=)."""
+    partition; a partition of another launched disk likewise, from ``others`` (disk name -> partition
+    number -> UUID; number 0 is a file system on the whole disk, ``/dev/sdb``); None for anything else
+    (disks not launched, LABEL=, UUID=)."""
     m = _DEV_RE.match(device)
     if m and _disk(m) in boot_disks and int(m.group(2)) in uuids:
         return f"UUID={uuids[int(m.group(2))]}"
-    return None
+    disk, number = (_disk(m), int(m.group(2))) if m else (device, 0)
+    uuid = (others or {}).get(disk, {}).get(number)
+    return f"UUID={uuid}" if uuid else None
+
+
+def other_disk_names(boot_disks: Collection[str], position: int, device_name: str) -> set[str]:
+    """The names the guest knows its ``position``-th other disk by (1 = the disk after the boot disk): its
+    reported device name and, for each ``/dev/sdX``-style name of the boot disk, the name ``position``
+    letters on (``/dev/sda`` -> ``/dev/sdb``), as the source's kernel named its disks in order."""
+    names = {device_name}
+    for name in boot_disks:
+        if (m := re.fullmatch(r"(/dev/(?:[shv]d|xvd))([a-y])", name)) and ord(m.group(2)) + position <= ord("z"):
+            names.add(m.group(1) + chr(ord(m.group(2)) + position))
+    return names
 
 
 def _disk(m: re.Match[str]) -> str:
@@ -75,8 +91,10 @@ def boot_disk_names(root: Path, boot_device: str) -> set[str]:
     return names
 
 
-def fix_fstab(root: Path, uuids: Mapping[int, str], boot_disks: Collection[str]) -> list[str]:
-    """Name every boot-disk file system in /etc/fstab by UUID instead of its device name."""
+def fix_fstab(root: Path, uuids: Mapping[int, str], boot_disks: Collection[str],
+              others: Mapping[str, Mapping[int, str]] | None = None) -> list[str]:
+    """Name every file system of the launched disks in /etc/fstab by UUID instead of its device name (the
+    boot disk's from ``uuids``, the others' from ``others``: see `device_to_uuid`)."""
     fstab = root / "etc/fstab"
     if not fstab.exists():
         return ["no /etc/fstab"]
@@ -84,7 +102,7 @@ def fix_fstab(root: Path, uuids: Mapping[int, str], boot_disks: Collection[str])
     for line in fstab.read_text().splitlines():
         fields = line.split()
         if fields and not fields[0].startswith("#"):
-            new = device_to_uuid(fields[0], uuids, boot_disks)
+            new = device_to_uuid(fields[0], uuids, boot_disks, others)
             if new:
                 notes.append(f"fstab: {fields[0]} -> {new} ({fields[1] if len(fields) > 1 else ''})")
                 line = line.replace(fields[0], new, 1)

@@ -25,6 +25,8 @@ class SnapshotRef:
 class ConvertedDisk:
     path: Path  # qcow2 image that boots on the target's virtual hardware
     notes: tuple[str, ...] = ()
+    data_disks: tuple[Path, ...] = ()  # the source's other disks, in its order, attached after the boot disk
+    boot_modes: frozenset[str] = frozenset()  # firmware the boot disk can boot in (LEGACY_BIOS, UEFI)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class LaunchRequest:
     associate_public_ip: bool = True
     user_data: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    boot_mode: str = "LEGACY_BIOS"  # the firmware to boot in (MGN's BootMode: LEGACY_BIOS or UEFI)
 
 
 @dataclass(frozen=True)

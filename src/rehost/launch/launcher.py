@@ -30,7 +30,8 @@ class TargetLauncher:
         inst = self.ec2.run_instance(
             source_server_id=request.source_server_id, job_id=request.job_id, template_id=template_id,
             instance_type=request.instance_type, vcpus=request.vcpus, memory_mib=request.memory_mib,
-            disk_image=request.disk.path, extra_tags=dict(request.tags))
+            disk_image=request.disk.path, extra_tags=dict(request.tags), data_disks=request.disk.data_disks,
+            boot_mode="uefi" if request.boot_mode == "UEFI" else "legacy-bios")
         return {"instanceId": inst["InstanceId"], "publicIp": inst.get("PublicIpAddress"),
                 "privateIp": inst.get("PrivateIpAddress"), "ports": dict(inst["_ports"]),
                 "instanceType": inst["InstanceType"], "state": inst["State"]["Name"]}

@@ -47,6 +47,10 @@ class LaunchSpec:
     ingress_ports: tuple[int, ...] = (22, 80)
     user_data: bytes = b""
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: The source's other disks (converted images, never written either), attached in order after the boot disk.
+    data_disks: tuple[Path, ...] = ()
+    #: The firmware, in EC2's words: "legacy-bios" or "uefi".
+    boot_mode: str = "legacy-bios"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class TargetInstance:
     state_reason: str = ""
     accelerator: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    boot_mode: str = "legacy-bios"
 
     def url(self, guest_port: int = 80, scheme: str = "http") -> str:
         """The URL at which the guest's ``guest_port`` is reachable from this host."""

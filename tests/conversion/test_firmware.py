@@ -1,0 +1,66 @@
+"""The firmware a launch boots in (MGN's bootMode) and the names a second disk's file systems go by."""
+
+from __future__ import annotations
+
+import pytest
+
+from rehost.conversion.blockdev import Partition
+from rehost.conversion.firmware import LEGACY_BIOS, UEFI, choose_boot_mode, disk_boot_modes
+from rehost.conversion.linux import device_to_uuid, other_disk_names
+
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+CODE = b"\xeb\x63" + bytes(438)  # some boot code in the MBR
+NONE = bytes(440)
+
+
+def parts(*types: str) -> list[Partition]:
+    return [Partition(n, n * 2**20, 2**20, t, False) for n, t in enumerate(types, start=1)]
+
+
+@pytest.mark.parametrize(("label", "types", "mbr", "modes"), [
+    ("dos", ("83",), CODE, {LEGACY_BIOS}),                    # the classic layout
+    ("dos", ("ef", "83"), NONE, {UEFI}),                      # MBR with an ESP and no boot code
+    ("dos", ("ef", "83"), CODE, {LEGACY_BIOS, UEFI}),
+    ("gpt", (ESP, LINUX), NONE, {UEFI}),                      # what installers do on UEFI machines
+    ("gpt", (ESP, LINUX), CODE, {UEFI}),                      # stale boot code alone boots nothing on GPT
+    ("gpt", (BIOS_BOOT, LINUX), CODE, {LEGACY_BIOS}),         # GRUB on GPT for BIOS
+    ("gpt", (BIOS_BOOT, ESP, LINUX), CODE, {LEGACY_BIOS, UEFI}),  # hybrid (cloud images)
+    ("gpt", (LINUX,), CODE, {LEGACY_BIOS}),                   # extlinux on GPT (gptmbr.bin)
+])
+def test_what_the_disk_can_boot(label: str, types: tuple[str, ...], mbr: bytes, modes: set[str]) -> None:
+    assert disk_boot_modes(label, parts(*types), mbr) == modes
+
+
+@pytest.mark.parametrize(("configured", "reported", "disk", "expected"), [
+    ("LEGACY_BIOS", UEFI, {UEFI}, LEGACY_BIOS),      # the launch configuration wins, even against the disk
+    ("UEFI", LEGACY_BIOS, {LEGACY_BIOS}, UEFI),
+    ("USE_SOURCE", UEFI, {LEGACY_BIOS, UEFI}, UEFI),  # the source's own firmware
+    ("USE_SOURCE", LEGACY_BIOS, {LEGACY_BIOS, UEFI}, LEGACY_BIOS),
+    ("USE_SOURCE", None, {UEFI}, UEFI),               # no report: what the disk shows
+    (None, LEGACY_BIOS, {UEFI}, UEFI),                # a report the disk cannot honour
+    ("USE_SOURCE", None, {LEGACY_BIOS, UEFI}, LEGACY_BIOS),
+])
+def test_boot_mode_decision(configured: str | None, reported: str | None, disk: set[str], expected: str) -> None:
+    mode, why = choose_boot_mode(configured, reported, frozenset(disk))
+    assert mode == expected and why
+
+
+def test_a_second_disk_is_known_by_the_next_letter_and_its_own_name() -> None:
+    assert other_disk_names({"/dev/sda"}, 1, "/dev/sdb") == {"/dev/sdb"}
+    assert other_disk_names({"/dev/sda", "/dev/vda"}, 2, "/opt/disks/data.img") == {
+        "/opt/disks/data.img", "/dev/sdc", "/dev/vdc"}
+    assert other_disk_names({"/dev/nvme0n1"}, 1, "/dev/nvme1n1") == {"/dev/nvme1n1"}
+
+
+def test_device_to_uuid_on_other_disks() -> None:
+    boot = {1: "root-uuid"}
+    others = {"/dev/sdb": {1: "data-uuid", 2: "logs-uuid"}, "/dev/sdc": {0: "whole-uuid"}}
+    assert device_to_uuid("/dev/sda1", boot, {"/dev/sda"}, others) == "UUID=root-uuid"
+    assert device_to_uuid("/dev/sdb1", boot, {"/dev/sda"}, others) == "UUID=data-uuid"
+    assert device_to_uuid("/dev/sdb2", boot, {"/dev/sda"}, others) == "UUID=logs-uuid"
+    assert device_to_uuid("/dev/sdc", boot, {"/dev/sda"}, others) == "UUID=whole-uuid"
+    assert device_to_uuid("/dev/sdb3", boot, {"/dev/sda"}, others) is None  # no such partition
+    assert device_to_uuid("/dev/sdd1", boot, {"/dev/sda"}, others) is None  # a disk not launched
+    assert device_to_uuid("LABEL=data", boot, {"/dev/sda"}, others) is None
