@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import resource
 import socket
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rehost.replication import protocol as p
-from rehost.replication.gate import MAX_HELLO
+from rehost.replication.gate import LOG_RATE, MAX_HELLO
 from rehost.replication.server import ReplicationServer
 
 from .conftest import REHOST, Env, ServerProcess, client, raw_tls, running
@@ -156,6 +157,22 @@ def test_an_internal_error_costs_one_connection_not_the_gate(
     replicate_small_disk(env, gated.address)
 
 
+def test_a_flood_is_logged_one_line_a_connection_up_to_a_rate_then_summed_up(
+    env: Env, gated: ReplicationServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rehost.replication")
+    n = 3 * LOG_RATE
+    socks = [GARBAGE_KINDS["not tls"](env, gated.address) for _ in range(n)]  # within a second or two
+    for sock in socks:
+        assert closed_by_server(sock)
+        sock.close()
+    time.sleep(2.5)  # the summary follows the second it sums up
+    lines = [r.getMessage() for r in caplog.records if r.name == "rehost.replication.gate"]
+    summaries = [int(m.split()[0]) for m in lines if "not logged one by one" in m]
+    assert summaries, lines
+    assert len(lines) - len(summaries) + sum(summaries) == n, lines
+
+
 @pytest.mark.parametrize("length", [p.MAX_PAYLOAD, MAX_HELLO + 1])
 def test_oversized_frame_before_auth_is_refused_on_its_header(
     env: Env, gated: ReplicationServer, length: int
@@ -227,6 +244,9 @@ def test_flood_of_idle_and_garbage_connections(env: Env) -> None:
     """300 idle connections (silent TCP, silent TLS, half a 64 KiB HELLO) and 100 garbage ones open at once:
     the server's RSS grows by less than RSS_BOUND, a legitimate agent still replicates a disk exactly, and
     the server logs no traceback."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:  # this process holds IDLE + GARBAGE sockets at once
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
     server = ServerProcess(env, extra_args=["--handshake-timeout", "60"]).start()  # idle ones stay pending
     try:
         assert server.proc is not None

@@ -14,7 +14,8 @@ buffers) once ``verify`` accepted its HELLO. What holds before that:
 * At most ``max_pending`` connections are in the gate (lingering ones included). Another one arriving
   closes the oldest: a flood of idle or garbage connections delays a legitimate agent by its own handshake
   only, instead of locking it out until the flood's timeouts expire.
-* Every connection that ends in the gate logs one line (why), and nothing is stored for it.
+* Every connection that ends in the gate logs one line (why), at most ``LOG_RATE`` a second: beyond that a
+  flood is summed up in one line a second instead of filling the log. Nothing is stored for it.
 
 Memory: a connection in the gate holds its socket and TLS state (CPython's socket objects, OpenSSL's SSL
 object and record buffers), a 12-byte header and at most one ``MAX_HELLO``-byte payload buffer, no thread:
@@ -44,6 +45,7 @@ MAX_HELLO = 65536  # a HELLO naming 64 disks with 255-byte device names is 17 Ki
 LINGER = 2.0  # seconds a refused connection is read (and discarded) before it is closed
 LINGER_LIMIT = 1 << 20  # bytes
 POLL = 0.5  # seconds between checks of the stop flag
+LOG_RATE = 20  # lines a second about connections refused or closed; the rest are counted
 
 Verify = Callable[[p.Hello], "tuple[p.ErrorCode, str] | None"]
 Admit = Callable[[socket.socket, str, p.Hello], None]
@@ -90,6 +92,9 @@ class Gate:
         self._pending: dict[_Conn, None] = {}  # oldest first
         self._scratch = bytearray(65536)  # where lingering connections' bytes are discarded
         self._paused_until = 0.0  # accepting paused (after accept failed, e.g. out of descriptors)
+        self._log_window = 0.0  # when the current second of log lines began
+        self._logged = 0  # lines in it
+        self._unlogged = 0  # connections closed without a line of their own since the last summary
 
     @property
     def pending(self) -> int:
@@ -111,6 +116,7 @@ class Gate:
                     elif key.data in self._pending:  # not closed by an earlier event of this round
                         self._step(key.data)
                 self._expire(time.monotonic())
+                self._log(None)
         finally:
             for conn in list(self._pending):
                 self._close(conn)
@@ -141,7 +147,7 @@ class Gate:
                 if self._ssl_context is not None:
                     sock = self._ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             except OSError as exc:
-                log.warning("%s: closed: %s", peer, exc)
+                self._log("%s: closed: %s", peer, exc)
                 sock.close()
                 continue
             stage = "handshake" if self._ssl_context is not None else "header"
@@ -224,7 +230,7 @@ class Gate:
 
     def _refuse(self, conn: _Conn, code: p.ErrorCode, message: str) -> None:
         """Log, send ERROR (best effort: a fresh connection's send buffer has room), then linger."""
-        log.warning("%s: %s: %s", conn.peer, code.name, message)
+        self._log("%s: %s: %s", conn.peer, code.name, message)
         try:
             conn.sock.send(p.encode(p.Error(code, message)))
             socket.socket.shutdown(conn.sock, socket.SHUT_WR)  # the plain socket's: SSLSocket's drops TLS
@@ -243,8 +249,25 @@ class Gate:
                 return
 
     def _drop(self, conn: _Conn, reason: str) -> None:
-        log.warning("%s: %s", conn.peer, reason)
+        self._log("%s: %s", conn.peer, reason)
         self._close(conn)
+
+    def _log(self, fmt: str | None, *args: object) -> None:
+        """A warning about one connection, unless LOG_RATE lines were logged this second; ``fmt`` None only
+        sums up the connections not logged once their second is over."""
+        now = time.monotonic()
+        if now - self._log_window >= 1.0:
+            if self._unlogged:
+                log.warning("%d more connections closed before authenticating (over %d a second: not logged "
+                            "one by one)", self._unlogged, LOG_RATE)
+            self._log_window, self._logged, self._unlogged = now, 0, 0
+        if fmt is None:
+            return
+        if self._logged < LOG_RATE:
+            self._logged += 1
+            log.warning(fmt, *args)
+        else:
+            self._unlogged += 1
 
     def _forget(self, conn: _Conn) -> None:
         self._pending.pop(conn, None)
