@@ -54,7 +54,7 @@ def closed_by_server(sock: socket.socket, within: float = 30.0) -> bool:
     return False
 
 
-def read_error(sock: socket.socket) -> p.Message | None:
+def read_reply(sock: socket.socket) -> p.Message | None:
     return p.FrameReader(sock, max_payload=64 * 1024).read()
 
 
@@ -179,7 +179,7 @@ def test_oversized_frame_before_auth_is_refused_on_its_header(
 ) -> None:
     sock = raw_tls(env, gated.address)
     sock.sendall(_hello_header(length))  # the header alone: the server answers without waiting for more
-    reply = read_error(sock)
+    reply = read_reply(sock)
     assert isinstance(reply, p.Error) and reply.code == p.ErrorCode.PROTOCOL
     assert "exceeds" in reply.message
     assert closed_by_server(sock)
@@ -196,9 +196,9 @@ def test_refusals_before_auth_say_why(env: Env, gated: ReplicationServer) -> Non
     for msg, code in cases:
         sock = raw_tls(env, gated.address)
         sock.sendall(p.encode(msg))
-        reply = read_error(sock)
+        reply = read_reply(sock)
         assert isinstance(reply, p.Error) and reply.code == code, (msg, reply)
-        assert read_error(sock) is None  # then closed
+        assert read_reply(sock) is None  # then closed
     assert not (env.data_dir / "staging").exists()
 
 
@@ -233,6 +233,22 @@ def test_cap_closes_the_oldest_unauthenticated_connection(env: Env) -> None:
         assert closed_by_server(idle[1], within=10)
         assert not closed_by_server(idle[2], within=0.5)  # the others wait for their HELLO (60 s)
         for sock in [*idle, newer]:
+            sock.close()
+
+
+def test_cap_closes_a_connection_of_the_address_holding_the_most(env: Env) -> None:
+    def from_(host: str) -> ssl.SSLSocket:
+        sock = socket.create_connection(srv.address, timeout=30, source_address=(host, 0))
+        return p.client_context(env.ca_pem).wrap_socket(sock, server_hostname=srv.address[0])
+
+    with running(env, handshake_timeout=60, max_pending=8) as srv:
+        agent = from_("127.0.0.2")  # the oldest, mid-handshake (say), from its own address
+        flood = [from_("127.0.0.3") for _ in range(12)]
+        assert all(closed_by_server(sock, within=10) for sock in flood[:4])  # the flood's own oldest
+        assert not closed_by_server(agent, within=0.5)
+        agent.sendall(p.encode(p.Hello(SID, env.token(SID), [p.DiskInfo("/dev/sda", MiB)])))
+        assert isinstance(read_reply(agent), p.HelloOk)
+        for sock in [agent, *flood]:
             sock.close()
 
 

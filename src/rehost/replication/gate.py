@@ -12,8 +12,9 @@ buffers) once ``verify`` accepted its HELLO. What holds before that:
 * The TLS handshake and the HELLO must both arrive within ``handshake_timeout`` of the accept: a silent or
   slow client is closed then.
 * At most ``max_pending`` connections are in the gate (lingering ones included). Another one arriving
-  closes the oldest: a flood of idle or garbage connections delays a legitimate agent by its own handshake
-  only, instead of locking it out until the flood's timeouts expire.
+  closes the oldest of the address that holds the most of them: a flood of idle or garbage connections
+  closes its own first, and from anywhere it delays a legitimate agent by its own handshake only, instead
+  of locking it out until the flood's timeouts expire.
 * Every connection that ends in the gate logs one line (why), at most ``LOG_RATE`` a second: beyond that a
   flood is summed up in one line a second instead of filling the log. Nothing is stored for it.
 
@@ -34,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from rehost.errors import ProtocolError
@@ -54,10 +56,11 @@ Admit = Callable[[socket.socket, str, p.Hello], None]
 class _Conn:
     """One connection in the gate."""
 
-    __slots__ = ("sock", "peer", "deadline", "stage", "buf", "got", "left", "events")
+    __slots__ = ("sock", "host", "peer", "deadline", "stage", "buf", "got", "left", "events")
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float, stage: str) -> None:
+    def __init__(self, sock: socket.socket, host: str, peer: str, deadline: float, stage: str) -> None:
         self.sock = sock
+        self.host = host
         self.peer = peer
         self.deadline = deadline
         self.stage = stage  # "handshake", "header", "body", "linger"
@@ -130,6 +133,8 @@ class Gate:
                 sock, addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:  # reset by the peer while in the backlog
+                continue
             except OSError as exc:  # out of descriptors or buffers: give one back, pause accepting
                 log.error("accept failed: %s", exc)
                 if self._pending:
@@ -139,8 +144,8 @@ class Gate:
                 return
             peer = f"{addr[0]}:{addr[1]}"
             if len(self._pending) >= self.max_pending:
-                self._drop(next(iter(self._pending)), f"closed: {self.max_pending} connections are not "
-                           "authenticated yet, the oldest goes")
+                self._drop(self._victim(), f"closed: {self.max_pending} connections are not authenticated "
+                           "yet, the oldest of the address holding the most goes")
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setblocking(False)
@@ -151,9 +156,14 @@ class Gate:
                 sock.close()
                 continue
             stage = "handshake" if self._ssl_context is not None else "header"
-            conn = _Conn(sock, peer, time.monotonic() + self.handshake_timeout, stage)
+            conn = _Conn(sock, addr[0], peer, time.monotonic() + self.handshake_timeout, stage)
             self._pending[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _victim(self) -> _Conn:
+        counts = Counter(c.host for c in self._pending)  # in order of first appearance: ties go to the oldest
+        host = max(counts, key=counts.__getitem__)
+        return next(c for c in self._pending if c.host == host)
 
     def _expire(self, now: float) -> None:
         for conn in [c for c in self._pending if c.deadline <= now]:
