@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-pending",
         type=int,
         default=64,
-        help="connections not yet authenticated held at once; another one closes the oldest (default 64)",
+        help="connections not yet authenticated held at once; another one closes the oldest of the address "
+        "holding the most (default 64)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.set_defaults(func=run)

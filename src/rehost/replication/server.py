@@ -64,7 +64,7 @@ class ServerConfig:
     snapshot_interval: float = 600.0  # seconds; 0 disables periodic snapshots
     idle_timeout: float = 300.0  # a session that sends nothing (not even PING) for this long is closed
     handshake_timeout: float = 10.0  # from accept to a verified HELLO (TLS handshake included)
-    max_pending: int = 64  # connections not yet authenticated; another one closes the oldest
+    max_pending: int = 64  # connections not yet authenticated; another one closes one of them (see gate)
 
 
 @dataclass
