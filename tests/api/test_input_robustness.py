@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from console.httpclient import ConsoleClient
 from ec2.rawclient import signed_form_post
 from helpers import cli_json, rehost_cli
 from rehost.api.agent.params import agent_model
@@ -297,6 +298,11 @@ def test_a_malformed_stored_server_does_not_break_describe(api: Api) -> None:
     assert item["sourceServerID"] == sid
     assert item["sourceProperties"]["disks"] == [{"deviceName": "/dev/sda"}]
     assert "replicatedDisks" not in item["dataReplicationInfo"]
+    console = ConsoleClient(api.server.endpoint)
+    assert console.sign_in(*api.key).status == 303
+    for page in ("/console/servers", f"/console/servers/{sid}", f"/console/servers/{sid}?tab=replication",
+                 f"/console/servers/{sid}?tab=launch", f"/console/servers/{sid}?tab=info"):
+        assert console.get(page).status < 500, page
 
 
 # -- EC2 query protocol ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from rehost import errors, ids
 from rehost.api.auth.sigv4 import VerifiedIdentity
 from rehost.api.core.dispatch import MgnDispatcher, request_context, snake
 from rehost.api.core.errors import AwsError, from_rehost_error
+from rehost.api.core.model import sanitize
 from rehost.console import present
 from rehost.console.session import Session, SessionStore, load_or_create_key
 from rehost.console.throttle import SignInThrottle
@@ -155,9 +156,12 @@ class Ctx:
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Run an MGN operation as the API would for this user; `Refused` with the API's message if not."""
         try:
-            return self.console.dispatcher.dispatch(self.identity, operation, params, self.context)
+            result = self.console.dispatcher.dispatch(self.identity, operation, params, self.context)
         except AwsError as exc:
             raise Refused.of(exc) from exc
+        # A stored value that does not fit the model is left out (and logged), as the API does: never a 500.
+        shape = self.console.dispatcher.model.operation_model(operation).output_shape
+        return sanitize(shape, result) if shape is not None else result
 
     # IAM pages: AWSApplicationMigrationFullAccess grants no iam:* action, yet the hands-on's Step 1 needs
     # an operator who can create the agent's user. So the IAM pages are open to users whose own policies

@@ -93,7 +93,7 @@ def human_duration(seconds: float | None) -> str:
 
 
 def human_bytes(n: int | float | None) -> str:
-    if n is None:
+    if isinstance(n, bool) or not isinstance(n, (int, float)):  # None, or absent (a template's Undefined)
         return "—"
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -398,7 +398,8 @@ def serialize(shape: Shape, value: Any, path: str = "", *, wire: bool = True) ->
 
 def sanitize(shape: Shape, value: Any) -> Any:
     """An operation's result for Python callers (the console): what `serialize` would answer, in the
-    service's own terms. Whatever a page reads from it has the type the model declares."""
+    service's own terms, plus the service's private members (``_name``) as they are. Whatever a page reads
+    from it under a model member's name has the type the model declares."""
     return serialize(shape, value, wire=False)
 
 
@@ -417,6 +418,8 @@ def _serialize(shape: Shape, value: Any, path: str, wire: bool) -> Any:
                 item = serialize(member, value[name], f"{path}.{name}", wire=wire)
                 if item is not None:
                     out[member.serialization.get("name", name) if wire else name] = item
+        if not wire:
+            out.update((k, v) for k, v in value.items() if isinstance(k, str) and k.startswith("_"))
         return out
     if t == "list":
         if not isinstance(value, list):
