@@ -99,10 +99,6 @@ class Gate:
         self._logged = 0  # lines in it
         self._unlogged = 0  # connections closed without a line of their own since the last summary
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     def run(self) -> None:
         self._listener.setblocking(False)
         self._selector.register(self._listener, selectors.EVENT_READ)
