@@ -8,7 +8,8 @@ Policies are evaluated with the request's context (`request_context`: ``aws:Sour
 ``aws:SecureTransport``, ``aws:CurrentTime``, ``aws:EpochTime``, ``aws:RequestedRegion``, ``aws:UserAgent``,
 ``aws:username``) plus what the IAM directory knows of the principal (`Authorizer.authorize`:
 ``aws:userid``, ``aws:PrincipalArn``, ``aws:PrincipalAccount``, ``aws:PrincipalType``,
-``aws:PrincipalTag/<key>`` for each tag of the user).
+``aws:PrincipalTag/<key>`` for each tag of the user). The MGN dispatcher adds the tags a request sets
+(``aws:RequestTag/<key>``, ``aws:TagKeys``) and each named resource's own (``aws:ResourceTag/<key>``).
 """
 
 from __future__ import annotations
