@@ -252,6 +252,32 @@ def test_cap_closes_a_connection_of_the_address_holding_the_most(env: Env) -> No
             sock.close()
 
 
+def test_a_token_cannot_pile_up_sessions(env: Env, gated: ReplicationServer) -> None:
+    """A newer session supersedes the attached one; while that one is still ending (it lingers up to 2 s
+    after its ERROR(SUPERSEDED) while its peer keeps the connection open), a third is refused BUSY."""
+    disks = [p.DiskInfo("/dev/sda", MiB)]
+    first = client(env, gated.address)
+    first.hello(SID, env.token(SID), disks)
+    second = client(env, gated.address)
+    second.hello(SID, env.token(SID), disks)
+    third = client(env, gated.address)
+    with pytest.raises(p.ServerError) as err:
+        third.hello(SID, env.token(SID), disks)
+    assert err.value.code == p.ErrorCode.BUSY
+    first.close()
+    deadline = time.monotonic() + 30
+    while True:  # once the first session has ended, a newer one is served again
+        try:
+            with client(env, gated.address) as c:
+                c.hello(SID, env.token(SID), disks)
+                c.flush(1)
+            break
+        except p.ServerError as exc:
+            assert exc.code == p.ErrorCode.BUSY and time.monotonic() < deadline
+            time.sleep(0.2)
+    second.close()
+
+
 # -- a real server process under a flood -------------------------------------------------------------------
 
 

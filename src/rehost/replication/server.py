@@ -13,8 +13,9 @@ CLI, tests) may rely on:
 * A session is bound to the source server ID of its HELLO, authenticated by that ID's token; it can only
   touch that server's staging volumes. A wrong token gets ERROR(AUTH) and the connection is closed.
 * Only an authenticated session gets a thread and its buffers (an 8 MiB frame reader, two 4 MiB write
-  buffers). Authenticated sessions number at most one per source server (a newer one supersedes), each
-  closed after ``idle_timeout`` without a frame.
+  buffers). One session per source server is attached (a newer one supersedes it) and at most
+  ``SESSIONS_PER_SOURCE`` (2) are alive: a HELLO while an earlier session is still ending gets ERROR(BUSY),
+  so holding a token cannot pile up sessions. A session is closed after ``idle_timeout`` without a frame.
 * The server accepts only HELLO (first, once), WRITE, HAVE, FLUSH, SNAPSHOT and PING. Any other, unknown,
   oversized or malformed frame gets ERROR(PROTOCOL) and the connection is closed; nothing of that frame is
   applied (frames before it were).
@@ -53,6 +54,7 @@ MAX_DISKS = 64
 MAX_DISK_SIZE = 1 << 50  # 1 PiB: beyond that a size is a mistake, not a disk
 POLL = 0.5  # seconds between checks of the stop flag while a connection is idle
 RELEASE_AFTER = 1.0  # seconds a source server's staging stays open with no session
+SESSIONS_PER_SOURCE = 2  # session threads alive per source server: the attached one and one being superseded
 
 
 @dataclass(frozen=True)
@@ -399,6 +401,8 @@ class ReplicationServer:
         self._sources_lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._live: dict[str, int] = {}  # session threads alive per source server ID
+        self._live_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -453,16 +457,36 @@ class ReplicationServer:
         names = [d.device_name for d in hello.disks]
         if len(set(names)) != len(names) or any(not 0 < d.size <= MAX_DISK_SIZE for d in hello.disks):
             return p.ErrorCode.BAD_DISK, "duplicate device names or invalid disk sizes"
+        with self._live_lock:
+            if self._live.get(hello.source_server_id, 0) >= SESSIONS_PER_SOURCE:
+                return p.ErrorCode.BUSY, "an earlier session of this source server is still ending; retry"
         return None
 
     def _admit(self, conn: socket.socket, peer: str, hello: p.Hello) -> None:
         """Called by the gate with a verified HELLO: the session gets its thread (and its buffers) now."""
-        def serve() -> None:
-            Session(self, conn, peer, hello).run()
+        sid = hello.source_server_id
 
+        def serve() -> None:
+            try:
+                Session(self, conn, peer, hello).run()
+            finally:
+                self._session_ended(sid)
+
+        with self._live_lock:  # counted before the gate verifies another HELLO (it runs both in its thread)
+            self._live[sid] = self._live.get(sid, 0) + 1
         thread = threading.Thread(target=serve, name=f"{self.config.server_id}-session", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            self._session_ended(sid)
+            raise
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _session_ended(self, source_server_id: str) -> None:
+        with self._live_lock:
+            left = self._live.pop(source_server_id) - 1
+            if left:
+                self._live[source_server_id] = left
 
     def attach(self, source_server_id: str, session: Session) -> SourceState:
         """Bind ``session`` to its source server, superseding an older session of the same server."""
