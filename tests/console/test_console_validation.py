@@ -1,5 +1,5 @@
-"""The console's forms go through the API's own front door: what the model forbids is refused with the API's
-ValidationException message on the page, and nothing is stored."""
+"""The console goes through the API's own front door: what the model forbids is refused with the API's
+ValidationException message on the page, and nothing is stored; IAM sees the request's own context."""
 
 from __future__ import annotations
 
@@ -79,3 +79,21 @@ def test_replication_template_is_validated_by_the_model(admin: ConsoleClient, mg
     assert ("Value at 'defaultLargeStagingDiskType' failed to satisfy constraint: "
             "Member must satisfy enum value set: [GP2, ST1, GP3]") in page
     assert template() == before
+
+
+def test_iam_conditions_see_the_browsers_address(console_env: ConsoleEnv, admin: ConsoleClient, mgn: Any) -> None:
+    key = console_env.inline_user("from-desk", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "mgn:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "mgn:StartTest", "Resource": "*",
+         "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.5/32"}}}]})
+    sid = console_env.agent.register("desk-only")["sourceServerID"]
+    desk, elsewhere = (ConsoleClient(console_env.endpoint, source_address=a) for a in ("127.0.0.5", "127.0.0.6"))
+    for client in (desk, elsewhere):
+        assert client.sign_in(*key).status == 303
+    assert 'value="launch_test"' in desk.get(f"/console/servers/{sid}").body
+    page = elsewhere.get(f"/console/servers/{sid}").body
+    assert 'value="launch_test"' not in page and 'value="disconnect"' in page
+    page = _post_and_read(elsewhere, "/console/servers/action", {
+        "action": "launch_test", "confirmed": "1", "sourceServerIDs": sid}, f"/servers/{sid}")
+    assert "not authorized to perform: mgn:StartTest" in page and "explicit deny" in page
+    assert mgn.describe_jobs()["items"] == []
