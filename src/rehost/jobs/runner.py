@@ -25,7 +25,7 @@ from rehost.conversion.firmware import LEGACY_BIOS, choose_boot_mode
 from rehost.db import repo
 from rehost.db.store import Store
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
-from rehost.errors import RehostError
+from rehost.errors import NotFound, RehostError
 from rehost.jobs.interfaces import (
     BootResult,
     Converter,
@@ -221,6 +221,8 @@ class JobRunner:
             if self.launcher is None:
                 raise RehostError("No launch target is configured on this control plane.")
             self.launcher.terminate(instance_id)
+        except NotFound:
+            pass  # terminated long enough ago that EC2 forgot it (`Settings.terminated_instance_retention`)
         except RehostError as exc:
             self._log(job_id, JobLogEvent.CLEANUP_FAIL, sourceServerID=server_id, rawError=exc.message)
             return
@@ -275,6 +277,8 @@ class JobRunner:
         try:
             if instance_id:
                 self.launcher.terminate(instance_id)
+        except NotFound:
+            pass  # terminated and since forgotten
         except RehostError as exc:
             raise StepFailed(JobLogEvent.CLEANUP_FAIL, exc.message) from exc
         self._log(job_id, JobLogEvent.CLEANUP_END, sourceServerID=server_id, targetInstanceID=instance_id)
