@@ -62,35 +62,65 @@ class Clock:
         return self.now
 
 
+def _fail(throttle: SignInThrottle, address: str, key: str) -> None:
+    assert throttle.begin(address, key) is None
+    throttle.end(address, key, ok=False)
+
+
 def test_throttle_window_backoff_and_bounds() -> None:
     clock = Clock()
     throttle = SignInThrottle(limit=5, window=300, backoff=300, max_entries=100, clock=clock)
     for _ in range(4):
-        throttle.failed("10.0.0.1", "AKIA1")
+        _fail(throttle, "10.0.0.1", "AKIA1")
         clock.now += 100  # the first failures age out of the 5-minute window
-    assert throttle.refusal("10.0.0.1", "AKIA1") is None
+    _fail(throttle, "10.0.0.1", "AKIA1")
+    assert throttle.begin("10.0.0.1", "AKIA1") is None
+    throttle.end("10.0.0.1", "AKIA1", ok=True)
     for _ in range(5):
-        throttle.failed("10.0.0.1", "AKIA2")
-    refusal = throttle.refusal("10.0.0.1", "AKIA3")
+        _fail(throttle, "10.0.0.2", "AKIA2")
+    refusal = throttle.begin("10.0.0.2", "AKIA3")
     assert refusal is not None and refusal[1] == 300 and "from this address" in refusal[0]
-    refused_key = throttle.refusal("10.0.0.9", "AKIA2")
+    refused_key = throttle.begin("10.0.0.9", "AKIA2")
     assert refused_key is not None and "for this access key" in refused_key[0]
     clock.now += 299
-    assert throttle.refusal("10.0.0.1", "AKIA3") is not None
+    assert throttle.begin("10.0.0.2", "AKIA3") is not None
     clock.now += 1  # the back-off is over
-    assert throttle.refusal("10.0.0.1", "AKIA3") is None and throttle.refusal("10.0.0.9", "AKIA2") is None
+    assert throttle.begin("10.0.0.2", "AKIA3") is None and throttle.begin("10.0.0.9", "AKIA2") is None
+    throttle.end("10.0.0.2", "AKIA3", ok=True)
+    throttle.end("10.0.0.9", "AKIA2", ok=True)
 
     # A success clears its key's failures (not its address's).
     for _ in range(4):
-        throttle.failed("10.0.0.5", "AKIA5")
-    throttle.succeeded("AKIA5")
-    throttle.failed("10.0.0.6", "AKIA5")
-    assert throttle.refusal("10.0.0.7", "AKIA5") is None
+        _fail(throttle, "10.0.0.5", "AKIA5")
+    assert throttle.begin("10.0.0.6", "AKIA5") is None
+    throttle.end("10.0.0.6", "AKIA5", ok=True)
+    _fail(throttle, "10.0.0.7", "AKIA5")
+    assert throttle.begin("10.0.0.8", "AKIA5") is None
+    throttle.end("10.0.0.8", "AKIA5", ok=True)
+    assert throttle.begin("10.0.0.5", "AKIA6") is None  # 4 failures: one more try for that address
+    throttle.end("10.0.0.5", "AKIA6", ok=False)
+    assert throttle.begin("10.0.0.5", "AKIA7") is not None
 
     # Memory is bounded: a flood of addresses and keys keeps at most max_entries of each, locks first.
     for _ in range(5):
-        throttle.failed("10.9.9.9", "AKIAFLOOD")
+        _fail(throttle, "10.9.9.9", "AKIAFLOOD")
     for n in range(1000):
-        throttle.failed(f"10.1.{n // 250}.{n % 250}", f"AKIARANDOM{n}")
+        _fail(throttle, f"10.1.{n // 250}.{n % 250}", f"AKIARANDOM{n}")
     assert len(throttle._addresses.records) <= 100 and len(throttle._keys.records) <= 100
-    assert throttle.refusal("10.9.9.9", "") is not None and throttle.refusal("10.0.0.0", "AKIAFLOOD") is not None
+    assert throttle.begin("10.9.9.9", "") is not None and throttle.begin("10.0.0.0", "AKIAFLOOD") is not None
+
+
+def test_attempts_in_flight_count_against_the_limit() -> None:
+    throttle = SignInThrottle(limit=5, clock=Clock())
+    # Five parallel guesses are let through; the sixth waits for them, whatever they turn out to be.
+    for n in range(5):
+        assert throttle.begin("10.0.0.1", f"AKIA{n}") is None
+    refusal = throttle.begin("10.0.0.1", "AKIA9")
+    assert refusal is not None and refusal[1] == 1
+    for n in range(4):
+        throttle.end("10.0.0.1", f"AKIA{n}", ok=False)
+    throttle.end("10.0.0.1", "AKIA4", ok=True)  # one guess was right: four failures stand
+    assert throttle.begin("10.0.0.1", "AKIA9") is None
+    throttle.end("10.0.0.1", "AKIA9", ok=False)
+    refusal = throttle.begin("10.0.0.1", "AKIA4")
+    assert refusal is not None and refusal[1] == 300

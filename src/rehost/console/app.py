@@ -97,16 +97,19 @@ def console_app(cp: ControlPlane) -> Starlette:
         secret = str(form.get("secret_access_key") or "")
         address = request.client.host if request.client else ""
         # Refused before the secret is looked at, so a locked-out guesser learns nothing.
-        refusal = console.signin_throttle.refusal(address, key_id)
+        refusal = console.signin_throttle.begin(address, key_id)
         if refusal is not None:
             return _signin_page(console, request, refusal[0], 429, {"retry-after": str(refusal[1])})
-        record = await run_in_threadpool(console.cp.iam.lookup_key, key_id) if key_id else None
+        ok = False
+        try:
+            record = await run_in_threadpool(console.cp.iam.lookup_key, key_id) if key_id else None
+            ok = (record is not None and record.status == "Active" and record.session_token is None
+                  and hmac.compare_digest(record.secret_access_key.encode(), secret.encode()))
+        finally:
+            console.signin_throttle.end(address, key_id, ok)
         # One message for every failure, so the form does not reveal which keys exist.
-        if (record is None or record.status != "Active" or record.session_token is not None
-                or not hmac.compare_digest(record.secret_access_key.encode(), secret.encode())):
-            console.signin_throttle.failed(address, key_id)
+        if not ok or record is None:
             return _signin_page(console, request, "The access key ID or secret access key is not valid.", 401)
-        console.signin_throttle.succeeded(key_id)
         _, cookie = console.sessions.create(record.access_key_id, record.user_name)
         response = RedirectResponse(f"{_base(request)}/", status_code=303)
         response.set_cookie(COOKIE, cookie, max_age=int(SESSION_TTL), **_cookie_flags(request))  # type: ignore[arg-type]
