@@ -381,7 +381,8 @@ def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network |
         return None
 
 
-def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address, an IPv4-mapped IPv6 one as its IPv4 address; None if `text` is none."""
     try:
         address = ipaddress.ip_address(text.strip())
     except ValueError:
@@ -407,7 +408,7 @@ def _one(base: str, actual: str, wanted: str, variables: Context | None) -> bool
     if base == "BinaryEquals":
         return actual == wanted
     if base == "IpAddress":
-        network, address = _parse_network(wanted), _parse_address(actual)
+        network, address = _parse_network(wanted), parse_address(actual)
         if network is None:
             return None
         return address is not None and address.version == network.version and address in network

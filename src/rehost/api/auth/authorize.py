@@ -14,7 +14,6 @@ Policies are evaluated with the request's context (`request_context`: ``aws:Sour
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.requests import HTTPConnection
 from rehost import ids
 from rehost.api.auth.sigv4 import KeyInfo, VerifiedIdentity, verify_request
 from rehost.api.core.errors import AwsError, access_denied
+from rehost.iam.policy import parse_address
 from rehost.iam.users import IamDirectory
 
 
@@ -94,7 +94,8 @@ def request_context(request: HTTPConnection, identity: VerifiedIdentity | None =
            "aws:EpochTime": str(int(when.timestamp()))}
     client = request.scope.get("client")
     if client and client[0]:
-        out["aws:SourceIp"] = _plain_ip(str(client[0]))
+        address = parse_address(str(client[0]))  # an IPv4-mapped IPv6 peer as the IPv4 address it is
+        out["aws:SourceIp"] = str(address) if address else str(client[0])
     agent = request.headers.get("user-agent")
     if agent is not None:
         out["aws:UserAgent"] = agent
@@ -104,16 +105,6 @@ def request_context(request: HTTPConnection, identity: VerifiedIdentity | None =
     if identity is not None:
         out["aws:username"] = identity.user_name
     return out
-
-
-def _plain_ip(host: str) -> str:
-    """An IPv4-mapped IPv6 peer (``::ffff:10.0.0.1``) as the IPv4 address it is."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
 
 
 def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
