@@ -143,6 +143,18 @@ def test_forwarding_headers_are_not_believed(api: Api, tmp_path: Path) -> None:
         assert got == status
 
 
+def test_ec2_requests_carry_the_context_too(api: Api, tmp_path: Path) -> None:
+    for name, network, allowed in (("ec2-here", "127.0.0.0/8", True), ("ec2-there", "203.0.113.0/24", False)):
+        ec2 = api.server.client(_user_key(api, tmp_path, name, {
+            "Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*",
+            "Condition": {"IpAddress": {"aws:SourceIp": network}}}), service="ec2")
+        try:
+            ec2.describe_launch_templates()
+            assert allowed, name
+        except ClientError as exc:
+            assert not allowed and _code(exc) == "UnauthorizedOperation", (name, exc.response)
+
+
 def test_secure_transport_over_tls(servers: ServerFactory, tmp_path: Path) -> None:
     server = servers.new()
     server.stop()

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rehost import errors, ids
-from rehost.api.auth.authorize import Authorizer
+from rehost.api.auth.authorize import Authorizer, request_context
 from rehost.api.core.errors import AwsError
 from rehost.api.core.model import read_body
 from rehost.api.ec2.protocol import Ec2ApiError, error_xml, operation, parse_params, response_xml
@@ -94,7 +94,8 @@ class Ec2Api:
             raise Ec2ApiError("MissingParameter", "The request must contain the parameter Version")
         params = parse_params(op, form)
         try:
-            await run_in_threadpool(self.authorizer.authorize, identity, f"ec2:{action}", self._resources(params))
+            await run_in_threadpool(self.authorizer.authorize, identity, f"ec2:{action}", self._resources(params),
+                                    request_context(request, identity))
         except AwsError as err:
             raise Ec2ApiError("UnauthorizedOperation",
                               f"You are not authorized to perform this operation. {err.message}", 403) from err
