@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import shutil
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from rehost import ids
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
@@ -30,6 +34,9 @@ from rehost.replication.control import AgentSnapshotProvider, ReplicationServerM
 log = logging.getLogger("rehost")
 
 GC_INTERVAL = 3600.0
+# A replication server's log (D/logs/<rs-id>.log) larger than this starts afresh, its content kept as
+# <rs-id>.log.1 (replacing the previous one): at most twice this per replication server.
+LOG_FILE_LIMIT = 16 << 20
 
 
 def account_id_for(data_dir: Path) -> str:
@@ -115,7 +122,8 @@ class ControlPlane:
     def prune(self) -> dict[str, int]:
         """Bound what the data directory keeps besides snapshots: agent metrics and logs past their window
         or row limit (`Settings`), finished agent commands as old as the logs' window, records of servers
-        deleted meanwhile, and instances terminated longer ago than an hour (EC2's window). Returns counts."""
+        deleted meanwhile, replication server logs (`_bound_logs`), and instances terminated longer ago
+        than an hour (EC2's window). Returns counts."""
         s = self.settings
         now = ids.utcnow()
         with self.store.transaction() as conn:
@@ -127,6 +135,9 @@ class ControlPlane:
                 "commands": repo.prune_finished_commands(conn, before=now - timedelta(seconds=s.agent_logs_retention)),
                 "deleted servers' rows": repo.delete_agent_records(conn),
             }
+            replication_servers = {r[0] for r in conn.execute(select(schema.replication_servers.c.id))}
+        counts["replication server logs"] = self._bound_logs(replication_servers)
+        with self.store.read() as conn:
             live = {doc["sourceServerID"] for _, doc in repo.query_servers(conn)}
             templates_of = {lt.get("_sourceServerID") for lt in repo.list_docs(conn, "ec2-launch-template")}
         ec2 = getattr(self, "ec2", None)  # attached by rehost.launch.wiring
@@ -138,6 +149,29 @@ class ControlPlane:
         if any(counts.values()):
             log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in counts.items() if n))
         return counts
+
+    def _bound_logs(self, replication_servers: set[str]) -> int:
+        """Rotate replication server logs past `LOG_FILE_LIMIT` (the process appends, O_APPEND, so it goes
+        on writing at the new end) and delete those of replication servers that no longer exist once
+        untouched for the agent logs' window; returns how many files were rotated or deleted."""
+        logs = self.settings.data_dir / "logs"
+        if not logs.is_dir():
+            return 0
+        done = 0
+        for path in logs.iterdir():
+            try:
+                st = path.stat()
+                if path.name.split(".log")[0] not in replication_servers \
+                        and time.time() - st.st_mtime > self.settings.agent_logs_retention:
+                    path.unlink()
+                    done += 1
+                elif path.suffix == ".log" and st.st_size > LOG_FILE_LIMIT:
+                    shutil.copyfile(path, path.with_name(path.name + ".1"))
+                    os.truncate(path, 0)
+                    done += 1
+            except FileNotFoundError:
+                continue
+        return done
 
     def _server_deleted(self, server_id: str) -> None:
         """DeleteSourceServer: the server's agent key is revoked and its records go with it (metrics, logs,

@@ -7,6 +7,7 @@ reads the server's database directly to see what is kept.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from api.agentapi import AgentClient
 from helpers import RunningServer
+from rehost.controlplane import LOG_FILE_LIMIT
 
 from .conftest import served
 
@@ -114,3 +116,17 @@ def test_the_pruning_pass_removes_rows_of_servers_that_no_longer_exist(env: tupl
         db.execute("INSERT INTO agent_logs (source_server_id, at, line) VALUES ('s-00000000000000001', ?, 'x')",
                    (datetime.now(UTC).isoformat(),))
     wait_until(lambda: count(server, "agent_logs", "s-00000000000000001") == 0, "the orphaned row to go")
+
+
+def test_replication_server_logs_are_bounded(env: tuple[RunningServer, Any, AgentClient]) -> None:
+    server, _, _ = env
+    logs = server.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    gone = logs / "rs-0000000000000000a.log"  # of a replication server that no longer exists
+    gone.write_text("old\n")
+    four_days_ago = time.time() - 4 * 86400
+    os.utime(gone, (four_days_ago, four_days_ago))
+    big = logs / "rs-0000000000000000b.log"
+    big.write_bytes(b"l" * (LOG_FILE_LIMIT + 1))
+    wait_until(lambda: not gone.exists() and big.stat().st_size == 0, "the logs to be bounded")
+    assert (logs / "rs-0000000000000000b.log.1").stat().st_size == LOG_FILE_LIMIT + 1
