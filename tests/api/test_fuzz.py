@@ -212,7 +212,7 @@ def mutate(doc: dict[str, Any], shape: Shape, rng: random.Random) -> tuple[Any, 
     if kind == "raw":
         return _set(doc, p, Raw(rng.choice(RAW_TOKENS))), kind, True
     if kind == "huge_string":
-        return _set(doc, p, "x" * rng.choice([257, 70_000, 1_000_000])), kind, False
+        return _set(doc, p, "x" * rng.choice([257, 4097, 70_000])), kind, False
     if kind == "huge_int":
         return _set(doc, p, rng.choice([2**63, -(2**63) - 1, 2**64 + 1, 10**19, -1, 2**31])), kind, False
     if kind == "control_chars":
@@ -372,12 +372,26 @@ def ec2_request(index: int, rng: random.Random, canary_template: str) -> Request
             form["Action"] = rng.choice(["", "Describe\x00Instances", "<Boom/>", "RunInstances", "x" * 2000, "\ud800"])
         else:
             body = rng.choice([b"Action=DescribeInstances&Version=2016-11-15&%ff%fe=1", b"\xff\xfe\xfd",
-                               b"&&&===", b"Action", rng.randbytes(100), b"Action=DescribeInstances&" + b"a=1&" * 5000])
+                               b"&&&===", b"Action", rng.randbytes(100), b"Action=DescribeInstances&" + b"a=1&" * 600])
             mutation = "garbage"
     if body is None:
         body = urlencode({k: str(v).encode("utf-8", "surrogatepass") for k, v in form.items()}).encode()
     return Request(index, "ec2", name, mutation, "POST", "/", body, "application/x-www-form-urlencoded; charset=utf-8",
                    refused)
+
+
+_ODD_SEGMENTS = ["%00", "%ff%fe", "..%2f..%2fetc", "%ED%A0%80", "Register_AgentForMgn", "registeragentformgn",
+                 "DescribeSourceServers%20", "%2e", "x" * 3000, "%C2%B2", "tags", "tags/", "\u00e9"]
+
+
+def odd_path_request(index: int, rng: random.Random) -> Request:
+    """A request to a path no operation has, or with a method it does not take."""
+    surface = rng.choice(["mgn", "agent"])
+    segment = rng.choice(_ODD_SEGMENTS + [quote(rng.choice(MGN.operation_names))])
+    path = ("/agent/" if surface == "agent" else "/") + quote(segment, safe="%/")
+    method = rng.choice(["GET", "PUT", "DELETE", "PATCH", "POST"])
+    body = dumps(rng.choice([{}, {"sourceServerID": "s-0123456789abcdef0"}, b"garbage"]))
+    return Request(index, surface, "(no operation)", "odd_path", method, path, body, "application/json")
 
 
 def plan(seed: int, total: int, canary: dict[str, str], canary_template: str) -> list[Request]:
@@ -386,11 +400,15 @@ def plan(seed: int, total: int, canary: dict[str, str], canary_template: str) ->
     # Every operation twice; then mostly those rehost implements (the others answer before validation).
     served = [o for o in mgn_ops if getattr(MgnService, snake(o), None) is not None]
     out: list[Request] = []
+    mgn_sent = 0
     for i in range(total):
         pick = rng.random()
-        if pick < SHARE["mgn"]:
-            name = mgn_ops[i % len(mgn_ops)] if i < 2 * len(mgn_ops) else rng.choice(
+        if rng.random() < 0.03:
+            out.append(odd_path_request(i, rng))
+        elif pick < SHARE["mgn"]:
+            name = mgn_ops[mgn_sent % len(mgn_ops)] if mgn_sent < 2 * len(mgn_ops) else rng.choice(
                 served if rng.random() < 0.85 else mgn_ops)
+            mgn_sent += 1
             out.append(json_request(i, "mgn", MGN, name, rng, canary))
         elif pick < SHARE["mgn"] + SHARE["agent"]:
             out.append(json_request(i, "agent", AGENT, rng.choice(agent_ops), rng, canary))
@@ -542,8 +560,9 @@ def test_fuzz_every_surface(fuzz_server: Any) -> None:
     assert not failures, f"seed {SEED}: {len(failures)} bad answers:\n" + "\n".join(failures[:25])
     # Every surface and every operation was exercised.
     assert {r.surface for r in requests} == {"mgn", "agent", "ec2"}
-    assert {r.operation for r in requests if r.surface == "mgn"} == set(MGN.operation_names)
-    assert {r.operation for r in requests if r.surface == "agent"} == set(AGENT.operation_names)
+    assert {r.operation for r in requests if r.surface == "mgn" and r.mutation != "odd_path"} == set(MGN.operation_names)
+    assert {r.operation for r in requests if r.surface == "agent" and r.mutation != "odd_path"} == set(
+        AGENT.operation_names)
     assert set(EC2_SERVED) <= {r.operation for r in requests if r.surface == "ec2"}
 
     # Alive, no traceback logged, the canary unchanged.

@@ -37,16 +37,17 @@ MAX_DEPTH = 32
 MAX_INT_DIGITS = 20
 INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _SURROGATE_OR_NUL = re.compile("[\ud800-\udfff\x00]")
+# In JSON text: a string literal; an escaped NUL or surrogate (after an even run of backslashes); a run
+# of digits too long for int64; brackets nested one level deep (removed round after round).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_RISKY_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_LONG_DIGITS = re.compile(rf"(?<![0-9.eE+])[0-9]{{{MAX_INT_DIGITS + 1},}}(?![0-9.eE])")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 class _Unparsable(ValueError):
     pass
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _Unparsable(f"integer literal of {len(text)} digits")
-    return int(text)
 
 
 def _parse_float(text: str) -> float:
@@ -60,22 +61,34 @@ def _parse_constant(name: str) -> Any:
     raise _Unparsable(f"{name} is not a JSON number")
 
 
-def _check_tree(value: Any, max_depth: int) -> None:
-    """Depth and string checks of a parsed document, iteratively (no recursion on hostile input)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check_text(text: str, max_depth: int) -> None:
+    """The checks of a document json.loads accepted, done on its text at C speed (a hostile body of a
+    million items must not hold the event loop): nesting, integer literal length, NUL and surrogates."""
+    bare = _JSON_STRING.sub('""', text)  # the text is valid JSON: every quote opens a closed string
+    if _LONG_DIGITS.search(bare):
+        raise _Unparsable(f"an integer literal longer than {MAX_INT_DIGITS} digits")
+    brackets = _NOT_BRACKET.sub("", bare)
+    for _ in range(max_depth):
+        if not brackets:
+            break
+        brackets = _INNERMOST.sub("", brackets)
+    if brackets:
+        raise _Unparsable(f"nesting deeper than {max_depth}")
+
+
+def _check_strings(value: Any) -> None:
+    """No string (key or value) holds NUL or a lone surrogate; only when the text escapes one of them."""
+    stack: list[Any] = [value]
     while stack:
-        item, depth = stack.pop()
+        item = stack.pop()
         if isinstance(item, str):
             if _SURROGATE_OR_NUL.search(item):
                 raise _Unparsable("a string holds a lone surrogate or NUL")
-        elif isinstance(item, (dict, list)):
-            if depth > max_depth:
-                raise _Unparsable(f"nesting deeper than {max_depth}")
-            children = item.items() if isinstance(item, dict) else ((None, v) for v in item)
-            for key, child in children:
-                if key is not None:
-                    stack.append((key, depth))
-                stack.append((child, depth + 1))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def parse_json(body: bytes, *, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -88,8 +101,10 @@ def parse_json(body: bytes, *, max_bytes: int = MAX_BODY_BYTES, max_depth: int =
         raise validation_error(f"Request body is larger than {max_bytes} bytes", reason="cannotParse")
     try:
         text = body.decode("utf-8")
-        loaded = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
-        _check_tree(loaded, max_depth)
+        loaded = json.loads(text, parse_float=_parse_float, parse_constant=_parse_constant)
+        _check_text(text, max_depth)
+        if _RISKY_ESCAPE.search(text):  # an escaped surrogate pair is fine: only a lone one is refused
+            _check_strings(loaded)
     except RecursionError:
         raise validation_error(f"Could not parse request body: nesting deeper than {max_depth}",
                                reason="cannotParse") from None
@@ -311,7 +326,7 @@ def validate(shape: Shape, value: Any, path: str, *, reject_unknown: bool = Fals
         if not low <= value <= high:
             raise _fail(path, f"Member must be a {t} between {low} and {high}")
     elif t in ("double", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise _fail(path, "Member must be a number")
         if "min" in md and value < md["min"]:
             raise _fail(path, f"Member must have value greater than or equal to {md['min']}")
@@ -331,6 +346,11 @@ def validate(shape: Shape, value: Any, path: str, *, reject_unknown: bool = Fals
             raise _fail(path, "Member must be a base64 string")
 
 
+def _finite(value: float) -> bool:
+    """A finite double (an int too big for one is not: math.isfinite would raise)."""
+    return -(2**1023) < value < 2**1023 if isinstance(value, int) else math.isfinite(value)
+
+
 def _timestamp(value: Any, *, offset_required: bool = True) -> datetime | None:
     """``value`` as a datetime when it is a valid timestamp (datetime, epoch seconds, ISO-8601 with an
     offset, or without one unless ``offset_required``: an input's local time of an unknown zone is
@@ -339,7 +359,7 @@ def _timestamp(value: Any, *, offset_required: bool = True) -> datetime | None:
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, tz=UTC) if math.isfinite(value) else None
+            return datetime.fromtimestamp(value, tz=UTC) if _finite(value) else None
         if isinstance(value, str) and 10 <= len(value) <= 40:
             parsed = ids.parse_iso(value)
             return parsed if parsed.tzinfo or not offset_required else None
@@ -441,7 +461,7 @@ def _serialize(shape: Shape, value: Any, path: str, wire: bool) -> Any:
     if t in ("integer", "long") and (isinstance(value, bool) or not isinstance(value, int)):
         raise _Malformed(f"{path}: {type(value).__name__} where an integer belongs")
     if t in ("double", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                     or not math.isfinite(value)):
+                                     or not _finite(value)):
         raise _Malformed(f"{path}: {value!r} where a number belongs")
     if t == "boolean" and not isinstance(value, bool):
         raise _Malformed(f"{path}: {type(value).__name__} where a boolean belongs")

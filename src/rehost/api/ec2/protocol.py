@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from bisect import bisect_left
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -31,6 +32,8 @@ from rehost import ids
 API_VERSION = "2016-11-15"
 #: The highest list index (``Name.N``) a request may use; EC2 itself caps its lists at 1,000 items.
 MAX_LIST_INDEX = 1000
+#: The most parameters a request may have (decoding is done on the event loop: it must stay short).
+MAX_PARAMETERS = 5000
 _INDEX = re.compile(r"[1-9][0-9]{0,3}")  # ASCII digits only: str.isdigit() is true for '²'
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _NUMBER = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?")
@@ -79,11 +82,10 @@ def parse_params(op: OperationModel, form: dict[str, str]) -> dict[str, Any]:
     shape = op.input_shape
     if shape is None:
         return {}
+    if len(form) > MAX_PARAMETERS:
+        raise Ec2ApiError("MalformedQueryString", f"A request may have at most {MAX_PARAMETERS} parameters.")
     keys = sorted(form)
-    known = {_wire_name(member, name) for name, member in shape.members.items()}
     for key in keys:
-        if key.split(".", 1)[0] not in known:
-            raise Ec2ApiError("UnknownParameter", f"The parameter {xml_text(key, 100)} is not recognized")
         if _NOT_XML.search(form[key]):  # it could never be answered back in XML (nor stored in PostgreSQL)
             raise Ec2ApiError("InvalidParameterValue",
                               f"Value ({xml_text(form[key], 200)}) for parameter {xml_text(key, 100)} is invalid: "
@@ -93,8 +95,13 @@ def parse_params(op: OperationModel, form: dict[str, str]) -> dict[str, Any]:
     return value
 
 
+def _under(keys: list[str], prefix: str) -> list[str]:
+    """The keys (sorted) that start with ``prefix``, found by bisection: decoding stays O(n log n)."""
+    return keys[bisect_left(keys, prefix):bisect_left(keys, prefix + "\U0010ffff")]
+
+
 def _has_prefix(keys: list[str], prefix: str) -> bool:
-    return any(k.startswith(prefix) for k in keys)
+    return bool(_under(keys, prefix))
 
 
 def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> Any:
@@ -102,7 +109,8 @@ def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> An
     if t == "structure":
         return _decode_structure(shape, form, keys, key + ".")
     if t == "list":
-        return [_decode(shape.member, form, keys, f"{key}.{i}") for i in _indices(keys, key)]
+        return [_decode(shape.member, form, keys, f"{key}.{i}")
+                for i in _indices(keys, key, shape.member.type_name not in ("structure", "list", "map"))]
     if t == "map":
         out: dict[str, Any] = {}
         i = 1
@@ -114,13 +122,14 @@ def _decode(shape: Shape, form: dict[str, str], keys: list[str], key: str) -> An
     return _scalar(shape, form.get(key), key)
 
 
-def _indices(keys: list[str], key: str) -> list[int]:
-    """The item numbers N of the list parameter ``key`` (``key.N``, ``key.N.Sub``), in order."""
+def _indices(keys: list[str], key: str, scalar: bool) -> list[int]:
+    """The item numbers N of the list parameter ``key`` (``key.N``, or ``key.N.Sub`` unless its items are
+    ``scalar``), in order."""
     found: set[int] = set()
-    for k in keys:
-        if not k.startswith(key + "."):
-            continue
-        index = k[len(key) + 1:].split(".", 1)[0]
+    for k in _under(keys, key + "."):
+        index, _, rest = k[len(key) + 1:].partition(".")
+        if scalar and rest:
+            raise Ec2ApiError("UnknownParameter", f"The parameter {xml_text(k, 100)} is not recognized")
         if not _INDEX.fullmatch(index) or int(index) > MAX_LIST_INDEX:
             raise Ec2ApiError("InvalidParameterValue",
                               f"The parameter {xml_text(k, 100)} is invalid: list items are numbered 1 to {MAX_LIST_INDEX}.")
@@ -129,6 +138,10 @@ def _indices(keys: list[str], key: str) -> list[int]:
 
 
 def _decode_structure(shape: Shape, form: dict[str, str], keys: list[str], prefix: str) -> dict[str, Any]:
+    known = {_wire_name(member, name) for name, member in shape.members.items()}
+    for k in _under(keys, prefix):
+        if k[len(prefix):].split(".", 1)[0] not in known:
+            raise Ec2ApiError("UnknownParameter", f"The parameter {xml_text(k, 100)} is not recognized")
     out: dict[str, Any] = {}
     for name, member in shape.members.items():
         key = prefix + _wire_name(member, name)
