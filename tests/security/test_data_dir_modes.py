@@ -82,7 +82,6 @@ def test_make_private_fixes_an_existing_directory(tmp_path: Path, loose_umask: N
     assert stat.S_IMODE(os.stat("/etc/hostname").st_mode) & 0o044  # a link's target is not touched
 
 
-@pytest.mark.slow
 def test_a_running_server_keeps_its_data_directory_private(installer: Path, tmp_path: Path) -> None:  # noqa: F811
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
