@@ -71,6 +71,23 @@ def test_a_body_over_the_cap_is_refused(api: Api) -> None:
     _cannot_parse(api, "/agent/SendAgentLogsForMgn", big)
 
 
+def test_an_oversized_body_is_refused_before_authentication(api: Api) -> None:
+    """No surface holds more than the cap of an unauthenticated body in memory: it stops reading there."""
+    import urllib.error
+    import urllib.request
+
+    big = b"{" + b" " * (MAX_BODY_BYTES + 10) + b"}"
+    for path, ctype in (("/DescribeSourceServers", "application/json"), ("/agent/GetAgentCommandForMgn", "application/json"),
+                        ("/", "application/x-www-form-urlencoded")):
+        request = urllib.request.Request(api.server.endpoint + path, data=big, method="POST",
+                                         headers={"Content-Type": ctype})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=60)
+        assert info.value.code == 400, path
+        text = info.value.read().decode()
+        assert "cannotParse" in text or "MalformedQueryString" in text, (path, text)
+
+
 def test_the_deepest_legitimate_input_is_well_inside_the_depth_bound() -> None:
     from rehost.api.core.model import MAX_DEPTH
 

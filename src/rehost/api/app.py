@@ -60,10 +60,10 @@ class MgnApi:
         self.dispatcher = MgnDispatcher(cp.mgn, cp.authorizer)
 
     async def __call__(self, request: Request) -> Response:
-        body = await request.body()
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
         query = request.scope.get("query_string", b"").decode("latin-1")
         try:
+            body = await read_body(request.stream())  # at most MAX_BODY_BYTES held, even before SigV4
             identity = await run_in_threadpool(
                 self.cp.authorizer.authenticate, method=request.method, raw_path=raw_path, query_string=query,
                 headers=request.scope["headers"], body=body, service="mgn", now=ids.utcnow())
