@@ -202,6 +202,8 @@ class InstanceOps:
                 continue  # the target still has it: live, or terminated within the window
             except NotFound:
                 gone.append(doc["InstanceId"])
+            except TargetError:
+                continue  # a damaged record: kept for a person to look at
         if gone:
             with self.store.transaction() as conn:
                 for instance_id in gone:
