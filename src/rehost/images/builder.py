@@ -12,6 +12,7 @@ next ones seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,16 +21,19 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from rehost.conversion.blockdev import (
     CommandFailed,
+    Partition,
     chroot,
     chroot_mounts,
     loop_device,
     make_single_partition_mbr,
     mounted,
+    read_partitions,
     run,
 )
 from rehost.errors import RehostError
@@ -37,6 +41,7 @@ from rehost.errors import RehostError
 log = logging.getLogger(__name__)
 
 Flavor = Literal["web", "minimal"]
+Firmware = Literal["bios", "uefi"]
 SUITE = "bookworm"
 #: The source VM's NIC MAC; its network config is pinned to it (QEMU's default MAC).
 SOURCE_MAC = "52:54:00:12:34:56"
@@ -175,24 +180,33 @@ def kernel_version(root: Path) -> str:
 
 def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, flavor: Flavor = "web",
                        hostname: str = "rehost-source", authorized_keys: str | None = None,
-                       marker: str | None = None) -> Path:
+                       marker: str | None = None, firmware: Firmware = "bios",
+                       data_disk: Path | None = None) -> Path:
     """Build a bootable raw disk image of a Debian source server at ``output`` and return its path.
 
     The site on port 80 serves ``index.html`` containing `SITE_MARKER` (and ``marker`` when given);
     ``authorized_keys`` goes to root's ``~/.ssh/authorized_keys``. The image boots on an IDE/SATA disk and
     an e1000 NIC with MAC `SOURCE_MAC` (see `rehost.images.sourcevm`). The file appears atomically.
-    Raises `ImageBuildError`.
+
+    ``firmware`` "bios" is the MBR + extlinux layout above; "uefi" is what an installer does on a UEFI
+    machine: GPT, an EFI System Partition (FAT, built with mtools: the host mounts no vfat) holding GRUB as
+    ``/EFI/BOOT/BOOTX64.EFI`` (``--removable``), the root on ``/dev/sda2`` with ``/boot/grub/grub.cfg``,
+    ``/boot/efi`` in fstab. With ``data_disk``, ``/var/www`` (the site) lives on a second disk image
+    written there (MBR, ext4), mounted through fstab as ``/dev/sdb1``. Raises `ImageBuildError`.
     """
     if flavor not in FLAVOR_PACKAGES:
         raise ImageBuildError(f"unknown image flavor {flavor!r} (web, minimal)")
+    if firmware not in ("bios", "uefi"):
+        raise ImageBuildError(f"unknown firmware {firmware!r} (bios, uefi)")
     tarball = cached_tree(Path(cache_dir), flavor)
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
+    data_partial = Path(str(data_disk) + ".partial") if data_disk else None
     started = time.monotonic()
     with open(partial, "wb") as f:
         f.truncate(int(size_gib * 1024**3))
     try:
-        part = make_single_partition_mbr(partial)
+        part = make_single_partition_mbr(partial) if firmware == "bios" else _make_uefi_gpt(partial)[1]
         with tempfile.TemporaryDirectory(prefix="rehost-img-") as tmp, \
                 loop_device(partial, offset=part.offset, size=part.size) as dev:
             # ^64bit: extlinux and small disks need no 64-bit ext4; keep the widest boot loader support.
@@ -200,35 +214,117 @@ def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, fl
             with mounted(dev, Path(tmp) / "root") as root:
                 # Excluded at extraction, not deleted after: deleted blocks would stay in the raw image.
                 excludes = [f"--exclude={p}" for p in _SLIM_EXCLUDES] if flavor == "minimal" else []
+                if data_partial:
+                    excludes.append("--exclude=./var/www/*")
                 run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", *excludes, "-xf", str(tarball)],
                     timeout=1800)
-                _personalise(root, hostname, authorized_keys, marker)
+                with contextlib.ExitStack() as stack:
+                    www = stack.enter_context(_data_disk(data_partial, tarball, Path(tmp) / "data", root)) \
+                        if data_partial else None
+                    _personalise(root, hostname, authorized_keys, marker, www)
                 if excludes:
                     for ver_dir in (root / "usr/lib/modules").iterdir():
                         chroot(root, ["depmod", "-a", ver_dir.name])
-                _install_extlinux(root)
-        # The MBR boot code that chains to the active partition's extlinux.
-        mbr = Path("/usr/lib/syslinux/mbr/mbr.bin").read_bytes()
-        with open(partial, "r+b") as f:
-            f.write(mbr[:440])
+                if firmware == "bios":
+                    _install_extlinux(root)
+                else:
+                    _install_grub_efi(partial, root, run(["blkid", "-s", "UUID", "-o", "value", str(dev)]).strip())
+        if firmware == "bios":
+            # The MBR boot code that chains to the active partition's extlinux.
+            mbr = Path("/usr/lib/syslinux/mbr/mbr.bin").read_bytes()
+            with open(partial, "r+b") as f:
+                f.write(mbr[:440])
+        if data_disk and data_partial:
+            os.replace(data_partial, data_disk)
         os.replace(partial, output)
     except CommandFailed as exc:
         partial.unlink(missing_ok=True)
+        if data_partial:
+            data_partial.unlink(missing_ok=True)
         raise ImageBuildError(f"building {output} failed: {exc}") from exc
     except BaseException:
         partial.unlink(missing_ok=True)
+        if data_partial:
+            data_partial.unlink(missing_ok=True)
         raise
-    log.info("built %s (%s) in %.1f s", output, flavor, time.monotonic() - started)
+    log.info("built %s (%s, %s%s) in %.1f s", output, flavor, firmware, ", data disk" if data_disk else "",
+             time.monotonic() - started)
     return output
 
 
-def _personalise(root: Path, hostname: str, authorized_keys: str | None, marker: str | None) -> None:
+#: The EFI System Partition of uefi images: 1 MiB on, 64 MiB long; the root follows it.
+_ESP_START, _ESP_SIZE = 2048, 64 * 2048
+
+
+def _make_uefi_gpt(image: Path) -> tuple[Partition, Partition]:
+    """GPT with an EFI System Partition and a Linux root partition (as Debian's installer lays out)."""
+    run(["sfdisk", "--quiet", str(image)],
+        input=(f"label: gpt\nstart={_ESP_START}, size={_ESP_SIZE}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n"
+               "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n").encode())
+    esp, root = read_partitions(image)[1]
+    return esp, root
+
+
+def _install_grub_efi(image: Path, root: Path, root_uuid: str) -> None:
+    """GRUB for x86_64 EFI as ``--removable`` installs it, written into the image's ESP with mtools.
+
+    The EFI binary (``grub-mkstandalone``) finds the root by UUID and reads ``/boot/grub/grub.cfg``
+    there, as Debian's signed GRUB does through the ESP's stub configuration."""
+    ver = kernel_version(root)
+    _write(root / "boot/grub/grub.cfg",
+           "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n"
+           "set timeout=1\nset default=0\n\nmenuentry 'Debian GNU/Linux' {\n"
+           f"  linux /boot/vmlinuz-{ver} root=/dev/sda2 ro console=tty0 console=ttyS0,115200\n"
+           f"  initrd /boot/initrd.img-{ver}\n}}\n")
+    esp_part = read_partitions(image)[1][0]
+    with tempfile.TemporaryDirectory(prefix="rehost-esp-") as tmp:
+        stub, efi, esp = Path(tmp) / "stub.cfg", Path(tmp) / "BOOTX64.EFI", Path(tmp) / "esp.img"
+        stub.write_text(f"search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n"
+                        "configfile $prefix/grub.cfg\n")
+        run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(efi), "--modules=part_gpt ext2 serial",
+             f"boot/grub/grub.cfg={stub}"], timeout=300)
+        run(["mkfs.vfat", "-F", "32", "-n", "EFI", "-C", str(esp), str(esp_part.size // 1024)])
+        run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"])
+        run(["mcopy", "-i", str(esp), str(efi), "::/EFI/BOOT/BOOTX64.EFI"])
+        esp_uuid = run(["blkid", "-s", "UUID", "-o", "value", str(esp)]).strip()
+        run(["dd", f"if={esp}", f"of={image}", "bs=1M", f"seek={esp_part.offset}", "oflag=seek_bytes",
+             "conv=notrunc,sparse", "status=none"])
+    (root / "boot/efi").mkdir(parents=True, exist_ok=True)
+    fstab = root / "etc/fstab"
+    fstab.write_text(fstab.read_text().replace("/dev/sda1 / ", "/dev/sda2 / ")
+                     + f"UUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n")
+
+
+#: The data disk of a two-disk source: 256 MiB, MBR, one ext4 partition holding /var/www.
+_DATA_DISK_BYTES = 256 * 1024**2
+
+
+@contextlib.contextmanager
+def _data_disk(image: Path, tarball: Path, mnt: Path, root: Path) -> Iterator[Path]:
+    """Write the second disk with the tree's /var/www on it and yield it mounted; the root's fstab mounts
+    it as ``/dev/sdb1``."""
+    with open(image, "wb") as f:
+        f.truncate(_DATA_DISK_BYTES)
+    part = make_single_partition_mbr(image)
+    with loop_device(image, offset=part.offset, size=part.size) as dev:
+        run(["mkfs.ext4", "-q", "-L", "www", str(dev)])
+        with mounted(dev, mnt) as data:
+            run(["tar", "-C", str(data), "--numeric-owner", "--xattrs", "--strip-components=3", "-xf", str(tarball),
+                 "./var/www/"], timeout=600)
+            fstab = root / "etc/fstab"
+            fstab.write_text(fstab.read_text() + "/dev/sdb1 /var/www ext4 defaults 0 2\n")
+            yield data
+
+
+def _personalise(root: Path, hostname: str, authorized_keys: str | None, marker: str | None,
+                 www: Path | None = None) -> None:
+    """Hostname, root's key, the site's page (in ``www``, the root's /var/www unless another disk holds it)."""
     _write(root / "etc/hostname", hostname + "\n")
     _write(root / "etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
     if authorized_keys:
         _write(root / "root/.ssh/authorized_keys", authorized_keys.rstrip("\n") + "\n", 0o600)
     if marker:
-        _write(root / "var/www/html/index.html",
+        _write((www or root / "var/www") / "html/index.html",
                f"<html><body><h1>{SITE_MARKER}</h1><p id=\"marker\">{marker}</p></body></html>\n")
     # A fresh machine-id per image, as two installed servers would have.
     _write(root / "etc/machine-id", hashlib.sha256(os.urandom(16)).hexdigest()[:32] + "\n", 0o444)
