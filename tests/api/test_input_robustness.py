@@ -342,6 +342,9 @@ def test_ec2_answers_are_valid_xml_with_ec2_codes(api: Api) -> None:
         ({**base, "MaxResults": "5\x01\x1b[31m"}, "InvalidParameterValue"),
         ({**base, "MaxResults": "9" * 5000}, "InvalidParameterValue"),
         ({**base, "NoSuchParameter": "x"}, "UnknownParameter"),
+        ({**base, "InstanceId.1.0": "i-1"}, "UnknownParameter"),  # a sub-key of a string item
+        ({**base, "Filter.1.Name": "a", "Filter.1.Bogus": "b"}, "UnknownParameter"),
+        ({**base, **{f"InstanceId.{i}": "i-1" for i in range(1, 5002)}}, "MalformedQueryString"),
         ({**base, "Filter.1.Name": "x\x00"}, "InvalidParameterValue"),  # never storable nor answerable
         ({**base, "Filter.1.Name": "\ufffe"}, "InvalidParameterValue"),
         ({**base, "Filter.1.Name": "tab\tand\nnewline"}, ""),
