@@ -447,7 +447,8 @@ class ReplicationServer:
     # -- connections -------------------------------------------------------------------------------------
 
     def verify_hello(self, hello: p.Hello) -> tuple[p.ErrorCode, str] | None:
-        """Why ``hello`` is refused (version, token, disks), or None: the gate admits only what passes."""
+        """Why ``hello`` is refused (version, token, disks, sessions alive), or None: the gate admits only what
+        passes."""
         if hello.version != p.PROTOCOL_VERSION:
             return p.ErrorCode.VERSION, f"protocol version {hello.version} unsupported; use {p.PROTOCOL_VERSION}"
         if not verify_token(self.key, hello.source_server_id, hello.token):
