@@ -347,6 +347,9 @@ IMPLEMENTED = {
     "TerminateTargetInstances", "DisconnectFromService", "RetryDataReplication", "StartReplication",
     "StopReplication", "PauseReplication", "ResumeReplication", "DescribeJobs", "DescribeJobLogItems", "DeleteJob",
     "TagResource", "UntagResource", "ListTagsForResource",
+    "CreateApplication", "UpdateApplication", "DeleteApplication", "ListApplications", "AssociateSourceServers",
+    "DisassociateSourceServers", "ArchiveApplication", "UnarchiveApplication", "CreateWave", "UpdateWave",
+    "DeleteWave", "ListWaves", "AssociateApplications", "DisassociateApplications", "ArchiveWave", "UnarchiveWave",
 }
 
 
