@@ -1,5 +1,5 @@
 """Layouts beyond one MBR disk, launched by a real job and checked by their page: a second disk holding the
-site (mounted through fstab as /dev/sdb1)."""
+site (mounted through fstab as /dev/sdb1), and a UEFI server (GPT, EFI System Partition) on OVMF."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rehost.errors import TargetError
 from rehost.images.builder import build_source_image
 from rehost.images.sourcevm import wait_http
 
-from .conftest import LaunchEnv, step5
+from .conftest import LaunchEnv, step5, wait_state
 from .test_boot_check import run_test_job
 
 _fixtures = pytest.importorskip("images.fixtures")
@@ -59,3 +59,17 @@ def test_a_second_disk_in_fstab_is_launched_and_mounted(launch_env: LaunchEnv, t
     console = launch_env.ec2.get_console_output(InstanceId=p["launchedEc2InstanceID"])["Output"]
     assert "emergency" not in console.lower()
     assert _boot_mode(items) == "LEGACY_BIOS (the boot disk's layout)"
+@pytest.mark.slow
+@pytest.mark.root
+def test_a_uefi_server_boots_on_ovmf(launch_env: LaunchEnv, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (images and conversion use loop devices)")
+    if not Path("/usr/share/OVMF/OVMF_CODE.fd").exists():
+        pytest.skip("OVMF (Debian package ovmf) is not installed")
+    disk = tmp_path / "uefi.img"
+    build_source_image(_fixtures.CACHE_DIR, disk, size_gib=1, flavor="minimal", marker=_fixtures.MARKER,
+                       hostname="uefi-web-01", firmware="uefi")
+    p, items = _launch_and_check(launch_env, "uefi-web-01", {"/dev/sda": disk})
+    assert _boot_mode(items) == "UEFI (the boot disk's layout)"
+    inst = wait_state(launch_env.ec2, p["launchedEc2InstanceID"], "running", timeout=5)
+    assert inst["BootMode"] == "uefi"

@@ -268,8 +268,8 @@ def _make_uefi_gpt(image: Path) -> tuple[Partition, Partition]:
 def _install_grub_efi(image: Path, root: Path, root_uuid: str) -> None:
     """GRUB for x86_64 EFI as ``--removable`` installs it, written into the image's ESP with mtools.
 
-    The EFI binary (``grub-mkstandalone``) finds the root by UUID and reads ``/boot/grub/grub.cfg``
-    there, as Debian's signed GRUB does through the ESP's stub configuration."""
+    The EFI binary (``grub-mkstandalone``, its modules in a memdisk) finds the root by UUID and reads
+    ``/boot/grub/grub.cfg`` there, as Debian's signed GRUB does through the ESP's stub configuration."""
     ver = kernel_version(root)
     _write(root / "boot/grub/grub.cfg",
            "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n"
@@ -279,8 +279,8 @@ def _install_grub_efi(image: Path, root: Path, root_uuid: str) -> None:
     esp_part = read_partitions(image)[1][0]
     with tempfile.TemporaryDirectory(prefix="rehost-esp-") as tmp:
         stub, efi, esp = Path(tmp) / "stub.cfg", Path(tmp) / "BOOTX64.EFI", Path(tmp) / "esp.img"
-        stub.write_text(f"search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n"
-                        "configfile $prefix/grub.cfg\n")
+        # The prefix stays in the binary's memdisk, where grub-mkstandalone put every module.
+        stub.write_text(f"search --no-floppy --fs-uuid --set=root {root_uuid}\nconfigfile ($root)/boot/grub/grub.cfg\n")
         run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(efi), "--modules=part_gpt ext2 serial",
              f"boot/grub/grub.cfg={stub}"], timeout=300)
         run(["mkfs.vfat", "-F", "32", "-n", "EFI", "-C", str(esp), str(esp_part.size // 1024)])
