@@ -14,7 +14,10 @@ take twenty. At the end the source server is disconnected and deleted.
 Size = the sum of allocated blocks (st_blocks * 512) of every file under the data directory but the chunk
 store's packs and manifests, measured with the server stopped (so SQLite's WAL is checkpointed away). The
 control-plane database keeps MGN's job history (jobs and their log items, as MGN does), which is allowed
-to grow by a few KiB per job; nothing else may grow.
+to grow by a few KiB per job; nothing else may grow. Measured here (2 vCPUs shared with other test runs):
+20 cycles in 572 s (the booted one 118 s, the others 20-35 s), the data directory without snapshots
+1,425,408 -> 1,503,232 bytes, all of it the database's job history (+76 KiB for 20 jobs), snapshots
+142,704,640 bytes before and after.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def test_launch_and_terminate_cycles_leave_only_snapshots(minimal_image: Path, t
                 jobs += 1
                 log = events(mgn, job["jobID"])
                 assert "CONVERSION_END" in log and "LAUNCH_START" in log, log
+                assert "CLEANUP_FAIL" not in log, log  # the previous instance, if any, is gone already
                 (part,) = job["participatingServers"]
                 instance_id = part["launchedEc2InstanceID"]
                 if boot_timeout > 1:
