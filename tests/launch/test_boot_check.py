@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import socket
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from console.httpclient import ConsoleClient
 from rehost import ids
 from rehost.chunkstore.snapshots import SnapshotStore, VolumeSource
 from rehost.conversion import SnapshotConverter
 from rehost.conversion.blockdev import loop_device, mounted, read_partitions
 from rehost.db import repo
 from rehost.domain.jobs import InitiatedBy, JobStatus, JobType, LaunchStatus
+from rehost.images.builder import build_source_image
 from rehost.jobs.interfaces import SnapshotRef
 from rehost.jobs.runner import JobRunner
 from rehost.launch.bootcheck import console_signal, console_tail, port_answers, wait_until_booted
@@ -173,3 +176,36 @@ def test_a_launch_that_does_not_boot_fails_with_its_console(launch_env: LaunchEn
     assert "boot:" in env.ec2.get_console_output(InstanceId=instance_id).get("Output", "")
     launched = env.mgn.describe_source_servers(filters={"sourceServerIDs": [server_id]})["items"][0]["launchedInstance"]
     assert launched == {"ec2InstanceID": instance_id, "jobID": job["jobID"], "firstBoot": "STOPPED"}
+
+    # The console's job page shows the failure with the firmware and the console lines.
+    console = ConsoleClient(env.server.endpoint)
+    console.sign_in(*env.key)
+    page = html.unescape(console.get(f"/console/jobs/{job['jobID']}").body)
+    assert "Boot mode LEGACY_BIOS (the boot disk's layout). The guest did not reach user space" in page
+    assert "Last console lines:" in page and failure.splitlines()[-1] in page
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_a_uefi_disk_forced_to_legacy_bios_fails(launch_env: LaunchEnv, tmp_path: Path) -> None:
+    """The launch configuration's bootMode wins over the disk: a UEFI-only disk on SeaBIOS never boots."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (images and conversion use loop devices)")
+    env = launch_env
+    disk = tmp_path / "uefi.img"
+    build_source_image(_fixtures.CACHE_DIR, disk, size_gib=1, flavor="minimal", hostname="uefi-web-02",
+                       firmware="uefi")
+    server_id = env.agent.register("uefi-web-02")["sourceServerID"]
+    step5(env, server_id)
+    env.mgn.update_launch_configuration(sourceServerID=server_id, bootMode="LEGACY_BIOS")
+    job = run_test_job(env, server_id, {"/dev/sda": disk}, boot_timeout=30)
+    assert job["participatingServers"][0]["launchStatus"] == "FAILED"
+    with env.local.store.read() as conn:
+        items = [doc for _, doc in repo.log_items(conn, job["jobID"])]
+    start = next(i for i in items if i["event"] == "LAUNCH_START")
+    assert start["eventData"]["bootMode"] == "LEGACY_BIOS (the launch configuration's bootMode)"
+    failed = next(i for i in items if i["event"] == "LAUNCH_FAILED")
+    assert failed["eventData"]["rawError"].startswith(
+        "Boot mode LEGACY_BIOS (the launch configuration's bootMode). The guest did not reach user space within 30 s")
+    inst = wait_state(env.ec2, start["eventData"]["targetInstanceID"], "terminated", timeout=5)
+    assert inst["BootMode"] == "legacy-bios" and "did not reach user space" in inst["StateTransitionReason"]

@@ -160,13 +160,14 @@ class JobRunner:
             raise StepFailed(JobLogEvent.LAUNCH_FAILED, exc.message) from exc
         instance_id = result["instanceId"]
         # MGN logs LAUNCH_START with the target instance's ID; the instance exists only once launched. The
-        # firmware is rehost's own item of eventData (the console shows it; MGN's API shape has no place).
+        # firmware is rehost's own item of eventData (MGN's shape has no place for it, so only the store
+        # keeps it); a LAUNCH_FAILED's rawError names it, and the instance's BootMode shows it.
         self._log(job_id, JobLogEvent.LAUNCH_START, sourceServerID=server_id, targetInstanceID=instance_id,
                   bootMode=f"{boot_mode} ({why})")
         log.info("job %s launched %s for %s (%s) at %s ports %s", job_id, instance_id, server_id, instance_type,
                  result.get("publicIp"), result.get("ports"))
         self._record_launch(job_id, server_id, instance_id, "WAITING", None)
-        self._wait_for_boot(job_id, server_id, instance_id)
+        self._wait_for_boot(job_id, server_id, instance_id, f"{boot_mode} ({why})")
         self._record_launch(job_id, server_id, instance_id, "SUCCEEDED", LaunchStatus.LAUNCHED)
 
     @staticmethod
@@ -177,7 +178,7 @@ class JobRunner:
         reported = ((server.get("sourceProperties") or {}).get("identificationHints") or {}).get("bootMode")
         return choose_boot_mode(configured, reported, disk.boot_modes or frozenset({LEGACY_BIOS}))
 
-    def _wait_for_boot(self, job_id: str, server_id: str, instance_id: str) -> None:
+    def _wait_for_boot(self, job_id: str, server_id: str, instance_id: str, firmware: str) -> None:
         """A launch counts only once the guest reached user space (`rehost.launch.bootcheck`); one that
         does not within ``boot_timeout`` is terminated (its console kept) and fails the server's launch."""
         assert self.launcher is not None
@@ -194,7 +195,7 @@ class JobRunner:
         except RehostError as exc:
             log.error("job %s: could not terminate %s after its failed boot: %s", job_id, instance_id, exc)
         self._record_launch(job_id, server_id, instance_id, "STOPPED", None)
-        raise StepFailed(JobLogEvent.LAUNCH_FAILED, boot.failure_text())
+        raise StepFailed(JobLogEvent.LAUNCH_FAILED, f"Boot mode {firmware}. {boot.failure_text()}")
 
     def _record_launch(self, job_id: str, server_id: str, instance_id: str, first_boot: str,
                        status: LaunchStatus | None) -> None:
