@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from api.waiting import wait_job
 from helpers import RunningServer, free_port
 from images.fixtures import minimal_image  # noqa: F401  (session fixture)
 from rehost.chunkstore.snapshots import SnapshotStore, VolumeSource
+from rehost.targets.qemu import QemuTarget
 
 from .test_data_dir_modes import leaks
 
@@ -86,13 +88,24 @@ def start(data: Path, port: int, boot_timeout: float) -> tuple[RunningServer, An
                                                                                       data_dir=data)
 
 
+@pytest.fixture
+def vms_stopped(tmp_path: Path) -> Iterator[None]:
+    """Whatever happens, no VM of the test's data directory is left running (QEMU runs daemonized)."""
+    yield
+    if (tmp_path / "data" / "instances").is_dir():
+        target = QemuTarget(tmp_path / "data" / "instances", accel="tcg")
+        for inst in target.list():
+            target.terminate(inst.instance_id)
+
+
 def events(mgn: Any, job_id: str) -> list[str]:
     return [i["event"] for i in mgn.describe_job_log_items(jobID=job_id)["items"]]
 
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_launch_and_terminate_cycles_leave_only_snapshots(minimal_image: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_launch_and_terminate_cycles_leave_only_snapshots(minimal_image: Path, tmp_path: Path,  # noqa: F811
+                                                           vms_stopped: None) -> None:
     data, port = tmp_path / "data", free_port()
     server, mgn, ec2, agent = start(data, port, boot_timeout=300)
     try:
