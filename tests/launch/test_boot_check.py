@@ -209,3 +209,15 @@ def test_a_uefi_disk_forced_to_legacy_bios_fails(launch_env: LaunchEnv, tmp_path
         "Boot mode LEGACY_BIOS (the launch configuration's bootMode). The guest did not reach user space within 30 s")
     inst = wait_state(env.ec2, start["eventData"]["targetInstanceID"], "terminated", timeout=5)
     assert inst["BootMode"] == "legacy-bios" and "did not reach user space" in inst["StateTransitionReason"]
+
+
+def test_the_boot_timeout_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rehost.config import load_settings
+    from rehost.errors import InvalidInput
+
+    assert load_settings(data_dir=tmp_path).launch_boot_timeout == 300
+    monkeypatch.setenv("REHOST_LAUNCH_BOOT_TIMEOUT", "45")
+    assert load_settings(data_dir=tmp_path).launch_boot_timeout == 45
+    assert load_settings(data_dir=tmp_path, launch_boot_timeout=20).launch_boot_timeout == 20
+    with pytest.raises(InvalidInput, match="launch boot timeout"):
+        load_settings(data_dir=tmp_path, launch_boot_timeout=0)

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--job-snapshot-timeout", type=float, default=None,
                    help="seconds a launch job waits for the agent's snapshot before using the previous one "
                         "(default 600)")
+    p.add_argument("--launch-boot-timeout", type=float, default=None,
+                   help="seconds a launched instance has to boot (a login prompt, systemd's multi-user "
+                        "target, or an ingress port answering) before its launch fails (default 300)")
     p.add_argument("--snapshot-interval", type=float, default=None,
                    help="seconds between the replication servers' own point-in-time snapshots while data "
                         "changes (default 600, MGN's 10 minutes)")
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         advertised_replication_host=args.advertise_replication_host, api_rate_limit=args.api_rate_limit,
         monitor_interval=args.monitor_interval, agent_silence_seconds=args.agent_silence_seconds,
         job_snapshot_timeout=args.job_snapshot_timeout, snapshot_interval=args.snapshot_interval,
+        launch_boot_timeout=args.launch_boot_timeout,
     )
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

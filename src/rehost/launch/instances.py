@@ -46,8 +46,9 @@ class InstanceOps:
                      vcpus: int, memory_mib: int, disk_image: Any, extra_tags: dict[str, str] | None = None,
                      data_disks: tuple[Any, ...] = (), boot_mode: str = "legacy-bios") -> dict[str, Any]:
         """Launch one instance from ``template_id``'s default version on the target (the boot disk, then
-        ``data_disks`` in order, in firmware ``boot_mode``); returns the described instance (member names). Raises `TargetError` if the target cannot start it; the failed instance is
-        still recorded, terminated, with the reason (as EC2 keeps a failed launch describable)."""
+        ``data_disks`` in order, in firmware ``boot_mode``); returns the described instance (member names).
+        Raises `TargetError` if the target cannot start it; the failed instance is still recorded,
+        terminated, with the reason (as EC2 keeps a failed launch describable)."""
         settings = self.launch_settings(template_id)
         instance_id = new_instance_id()
         tags = {**settings.tags, "AWSApplicationMigrationServiceManaged": "mgn.amazonaws.com",
