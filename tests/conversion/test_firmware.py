@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from rehost.conversion.blockdev import Partition
-from rehost.conversion.firmware import LEGACY_BIOS, UEFI, choose_boot_mode, disk_boot_modes
+from rehost.conversion.blockdev import Partition, read_partitions, run
+from rehost.conversion.firmware import (
+    LEGACY_BIOS,
+    UEFI,
+    add_removable_boot_path,
+    choose_boot_mode,
+    disk_boot_modes,
+)
 from rehost.conversion.linux import device_to_uuid, other_disk_names
 
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -64,3 +73,31 @@ def test_device_to_uuid_on_other_disks() -> None:
     assert device_to_uuid("/dev/sdb3", boot, {"/dev/sda"}, others) is None  # no such partition
     assert device_to_uuid("/dev/sdd1", boot, {"/dev/sda"}, others) is None  # a disk not launched
     assert device_to_uuid("LABEL=data", boot, {"/dev/sda"}, others) is None
+
+
+@pytest.mark.root
+def test_the_removable_boot_path_is_added_to_the_esp(tmp_path: Path) -> None:
+    """GRUB installed without --removable is copied to /EFI/BOOT/BOOTX64.EFI, in the FAT image itself."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the image is built through loop devices)")
+    from images.fixtures import CACHE_DIR
+    from rehost.images.builder import build_source_image
+
+    disk = build_source_image(CACHE_DIR, tmp_path / "uefi.img", size_gib=1, flavor="minimal", firmware="uefi",
+                              efi_removable=False)
+    label, parts = read_partitions(disk)
+    assert label == "gpt" and disk_boot_modes(label, parts, disk.read_bytes()[:440]) == {UEFI}
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+    def listing() -> list[str]:
+        return run(["mdir", "-b", "-/", "-i", f"{disk}@@{parts[0].offset}", "::/EFI"], env=env).split()
+
+    assert "::/EFI/BOOT/BOOTX64.EFI" not in listing()
+    assert add_removable_boot_path(disk, parts) == [
+        "EFI: /EFI/debian/grubx64.efi copied to the removable path /EFI/BOOT/BOOTX64.EFI"]
+    assert "::/EFI/BOOT/BOOTX64.EFI" in listing() and "::/EFI/debian/grubx64.efi" in listing()
+    out = tmp_path / "boot.efi"
+    run(["mcopy", "-i", f"{disk}@@{parts[0].offset}", "::/EFI/BOOT/BOOTX64.EFI", str(out)], env=env)
+    assert out.read_bytes()[:2] == b"MZ"  # a PE image, GRUB itself
+    assert add_removable_boot_path(disk, parts) == []  # already there: nothing to do
+    assert add_removable_boot_path(disk, [p for p in parts if p.number != 1]) == []  # no ESP, no change

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from rehost.conversion import linux
 from rehost.conversion.blockdev import CommandFailed, Partition, loop_device, mounted, read_partitions, run
-from rehost.conversion.firmware import disk_boot_modes
+from rehost.conversion.firmware import UEFI, add_removable_boot_path, disk_boot_modes
 from rehost.errors import ConversionError
 from rehost.jobs.interfaces import ConvertedDisk
 
@@ -199,6 +199,8 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
             with contextlib.suppress(OSError):
                 notes.append(f"hostname kept: {(root / 'etc/hostname').read_text().strip()}")
         notes += linux.add_virtio_to_initramfs(root)
+        if UEFI in boot_modes:
+            notes += add_removable_boot_path(raw, parts)
         _copy_kernel(root, raw.parent / "vmlinuz")
         run(["sync"])
     return notes, uuids[root_part.number], os_name, boot_modes

@@ -10,9 +10,12 @@ A disk that can boot both ways (hybrid layouts) without a reported mode boots BI
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
-from rehost.conversion.blockdev import Partition
+from rehost.conversion.blockdev import CommandFailed, Partition, run
 
 LEGACY_BIOS = "LEGACY_BIOS"
 UEFI = "UEFI"
@@ -47,3 +50,45 @@ def choose_boot_mode(configured: str | None, reported: str | None, disk_modes: f
         why = "the boot disk's layout" + (f" (the source reported {reported})" if reported in BOOT_MODES else "")
         return only, why
     return LEGACY_BIOS, "the default for a disk that boots either way"
+
+
+#: Where UEFI firmware looks for a boot loader on a disk it has no boot entry for (a fresh NVRAM).
+REMOVABLE_PATH = "::/EFI/BOOT/BOOTX64.EFI"
+
+
+def add_removable_boot_path(raw: Path, parts: Iterable[Partition]) -> list[str]:
+    """Give the ESP the removable-media boot path when the source's boot loader sits only under its vendor
+    directory (``/EFI/debian/shimx64.efi``, ``grubx64.efi``): the source's NVRAM entry pointing there does not
+    travel with the disk, and OVMF's fresh variables hold none. The vendor directory's files (shim's
+    ``grubx64.efi``, GRUB's ``grub.cfg``) are copied beside it. The FAT file system is edited in user space
+    with mtools (the host mounts no vfat). Returns notes; nothing is done without an ESP."""
+    esp = next((p for p in parts if p.type.lower() in ESP_TYPES), None)
+    if esp is None:
+        return []
+    image = f"{raw}@@{esp.offset}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    try:
+        listing = run(["mdir", "-b", "-/", "-i", image, "::/EFI"], env=env)
+    except CommandFailed as exc:
+        return [f"EFI System Partition {esp.number}: unreadable ({exc}); boot path left as it is"]
+    files = [line.strip() for line in listing.splitlines() if line.strip() and not line.strip().endswith("/")]
+    if any(f.lower() == REMOVABLE_PATH.lower() for f in files):
+        return []
+    loader = next((f for name in ("shimx64.efi", "grubx64.efi") for f in sorted(files)
+                   if f.lower().endswith("/" + name) and f.count("/") == 3), None)
+    if loader is None:
+        return [f"EFI System Partition {esp.number}: no boot loader under /EFI (no {REMOVABLE_PATH[2:]}, "
+                "shimx64.efi or grubx64.efi)"]
+    vendor = loader.rsplit("/", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="rehost-esp-") as tmp:
+        wanted = [f for f in files if f.rsplit("/", 1)[0] == vendor]
+        for f in wanted:
+            run(["mcopy", "-n", "-i", image, f, str(Path(tmp) / f.rsplit("/", 1)[1])], env=env)
+        if not any(f.lower().startswith("::/efi/boot/") for f in files):
+            run(["mmd", "-i", image, "::/EFI/BOOT"], env=env)
+        for f in wanted:
+            target = REMOVABLE_PATH if f == loader else "::/EFI/BOOT/" + f.rsplit("/", 1)[1]
+            run(["mcopy", "-n", "-o", "-i", image, str(Path(tmp) / f.rsplit("/", 1)[1]), target], env=env)
+    others = [f[2:] for f in wanted if f != loader]
+    return [f"EFI: {loader[2:]} copied to the removable path {REMOVABLE_PATH[2:]}"
+            + (f", with {', '.join(others)}" if others else "")]

@@ -181,7 +181,7 @@ def kernel_version(root: Path) -> str:
 def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, flavor: Flavor = "web",
                        hostname: str = "rehost-source", authorized_keys: str | None = None,
                        marker: str | None = None, firmware: Firmware = "bios",
-                       data_disk: Path | None = None) -> Path:
+                       data_disk: Path | None = None, efi_removable: bool = True) -> Path:
     """Build a bootable raw disk image of a Debian source server at ``output`` and return its path.
 
     The site on port 80 serves ``index.html`` containing `SITE_MARKER` (and ``marker`` when given);
@@ -191,7 +191,9 @@ def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, fl
     ``firmware`` "bios" is the MBR + extlinux layout above; "uefi" is what an installer does on a UEFI
     machine: GPT, an EFI System Partition (FAT, built with mtools: the host mounts no vfat) holding GRUB as
     ``/EFI/BOOT/BOOTX64.EFI`` (``--removable``), the root on ``/dev/sda2`` with ``/boot/grub/grub.cfg``,
-    ``/boot/efi`` in fstab. With ``data_disk``, ``/var/www`` (the site) lives on a second disk image
+    ``/boot/efi`` in fstab (with ``efi_removable=False``, GRUB only at ``/EFI/debian/grubx64.efi``, as
+    ``grub-install`` without ``--removable`` leaves it: the source's NVRAM entry does not travel with the
+    disk, so conversion must add the removable path). With ``data_disk``, ``/var/www`` (the site) lives on a second disk image
     written there (MBR, ext4), mounted through fstab as ``/dev/sdb1``. Raises `ImageBuildError`.
     """
     if flavor not in FLAVOR_PACKAGES:
@@ -228,7 +230,8 @@ def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, fl
                 if firmware == "bios":
                     _install_extlinux(root)
                 else:
-                    _install_grub_efi(partial, root, run(["blkid", "-s", "UUID", "-o", "value", str(dev)]).strip())
+                    _install_grub_efi(partial, root, run(["blkid", "-s", "UUID", "-o", "value", str(dev)]).strip(),
+                                      efi_removable)
         if firmware == "bios":
             # The MBR boot code that chains to the active partition's extlinux.
             mbr = Path("/usr/lib/syslinux/mbr/mbr.bin").read_bytes()
@@ -265,7 +268,7 @@ def _make_uefi_gpt(image: Path) -> tuple[Partition, Partition]:
     return esp, root
 
 
-def _install_grub_efi(image: Path, root: Path, root_uuid: str) -> None:
+def _install_grub_efi(image: Path, root: Path, root_uuid: str, removable: bool = True) -> None:
     """GRUB for x86_64 EFI as ``--removable`` installs it, written into the image's ESP with mtools.
 
     The EFI binary (``grub-mkstandalone``, its modules in a memdisk) finds the root by UUID and reads
@@ -284,8 +287,9 @@ def _install_grub_efi(image: Path, root: Path, root_uuid: str) -> None:
         run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(efi), "--modules=part_gpt ext2 serial",
              f"boot/grub/grub.cfg={stub}"], timeout=300)
         run(["mkfs.vfat", "-F", "32", "-n", "EFI", "-C", str(esp), str(esp_part.size // 1024)])
-        run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"])
-        run(["mcopy", "-i", str(esp), str(efi), "::/EFI/BOOT/BOOTX64.EFI"])
+        target = "::/EFI/BOOT/BOOTX64.EFI" if removable else "::/EFI/debian/grubx64.efi"
+        run(["mmd", "-i", str(esp), "::/EFI", target.rsplit("/", 1)[0]])
+        run(["mcopy", "-i", str(esp), str(efi), target])
         esp_uuid = run(["blkid", "-s", "UUID", "-o", "value", str(esp)]).strip()
         run(["dd", f"if={esp}", f"of={image}", "bs=1M", f"seek={esp_part.offset}", "oflag=seek_bytes",
              "conv=notrunc,sparse", "status=none"])
