@@ -273,7 +273,7 @@ def _target(doc: dict[str, Any], canary: dict[str, str]) -> dict[str, Any]:
 
 
 def json_request(index: int, surface: str, model: ServiceModel, op_name: str, rng: random.Random,
-                 canary: dict[str, str]) -> Request:
+                 canary: dict[str, str], victim: dict[str, str]) -> Request:
     op = model.operation_model(op_name)
     shape = op.input_shape
     doc: Any = generate(shape, rng) if shape is not None else {}
@@ -287,6 +287,8 @@ def json_request(index: int, surface: str, model: ServiceModel, op_name: str, rn
         elif where == "querystring" and rng.random() < 0.5:
             query[wire] = rng.choice([str(generate(member, rng)), "\u00b2", "-1", "9" * 30, "x\x01"])
     mutation, refused = "valid", False
+    if rng.random() < 0.6:  # requests that may be valid act on the victim, which exists, half the time
+        doc = _target(doc, victim)
     if rng.random() < 0.8 and shape is not None:
         targeted = _target(json.loads(json.dumps(doc)), canary)
         mutated, mutation, refused = mutate(targeted, shape, rng)
@@ -331,11 +333,14 @@ def _ec2_wire(member: Shape, name: str) -> str:
     return str(ser["name"])[0].upper() + str(ser["name"])[1:] if "name" in ser else name
 
 
-def ec2_request(index: int, rng: random.Random, canary_template: str) -> Request:
+def ec2_request(index: int, rng: random.Random, canary_template: str, victim_template: str) -> Request:
     served = sorted(EC2_SERVED)
     name = rng.choice(served) if rng.random() < 0.9 else rng.choice(EC2.operation_names)
     op = EC2.operation_model(name)
     form = _ec2_form(op, rng)
+    if "LaunchTemplateId" in form and rng.random() < 0.6:
+        form["LaunchTemplateId"] = victim_template
+        form.pop("LaunchTemplateName", None)
     mutation, refused = "valid", False
     body: bytes | None = None
     if rng.random() < 0.8:
@@ -394,7 +399,10 @@ def odd_path_request(index: int, rng: random.Random) -> Request:
     return Request(index, surface, "(no operation)", "odd_path", method, path, body, "application/json")
 
 
-def plan(seed: int, total: int, canary: dict[str, str], canary_template: str) -> list[Request]:
+def plan(seed: int, total: int, canary: dict[str, str], canary_template: str,
+         victim: dict[str, str], victim_template: str) -> list[Request]:
+    """``total`` requests from ``seed``: those that must be refused name the canary; of the others, many
+    name the victim (a source server and its launch template that exist, and that they may change)."""
     rng = random.Random(seed)
     mgn_ops, agent_ops = sorted(MGN.operation_names), sorted(AGENT.operation_names)
     # Every operation twice; then mostly those rehost implements (the others answer before validation).
@@ -409,11 +417,11 @@ def plan(seed: int, total: int, canary: dict[str, str], canary_template: str) ->
             name = mgn_ops[mgn_sent % len(mgn_ops)] if mgn_sent < 2 * len(mgn_ops) else rng.choice(
                 served if rng.random() < 0.85 else mgn_ops)
             mgn_sent += 1
-            out.append(json_request(i, "mgn", MGN, name, rng, canary))
+            out.append(json_request(i, "mgn", MGN, name, rng, canary, victim))
         elif pick < SHARE["mgn"] + SHARE["agent"]:
-            out.append(json_request(i, "agent", AGENT, rng.choice(agent_ops), rng, canary))
+            out.append(json_request(i, "agent", AGENT, rng.choice(agent_ops), rng, canary, victim))
         else:
-            out.append(ec2_request(i, rng, canary_template))
+            out.append(ec2_request(i, rng, canary_template, victim_template))
     return out
 
 
@@ -535,7 +543,12 @@ def test_fuzz_every_surface(fuzz_server: Any) -> None:
     arn = api.mgn.describe_source_servers(filters={"sourceServerIDs": [sid]})["items"][0]["arn"]
     before = canary_state(api, sid, template_id)
 
-    requests = plan(SEED, TOTAL, {"sourceServerID": sid, "sourceServerIDs": sid, "resourceArn": arn}, template_id)
+    victim = api.ready_server(hostname="fuzz-victim", mac="52:54:00:fa:22:03")
+    victim_doc = api.mgn.describe_source_servers(filters={"sourceServerIDs": [victim]})["items"][0]
+    victim_template = api.mgn.get_launch_configuration(sourceServerID=victim)["ec2LaunchTemplateID"]
+    requests = plan(SEED, TOTAL, {"sourceServerID": sid, "sourceServerIDs": sid, "resourceArn": arn}, template_id,
+                    {"sourceServerID": victim, "sourceServerIDs": victim, "resourceArn": victim_doc["arn"]},
+                    victim_template)
     sender = Sender(api.server, api.key)
     failures: list[str] = []
     counts: dict[str, int] = {}

@@ -457,8 +457,8 @@ class MgnService(ApplicationOps, WaveOps):
             config = doc["_replicationConfiguration"]
             known = {d["deviceName"] for d in config.get("replicatedDisks", [])}
             for disk in params.get("replicatedDisks") or []:
-                if disk["deviceName"] not in known:
-                    raise InvalidInput(f"Source server {sourceServerID} has no disk {disk['deviceName']}.")
+                if disk.get("deviceName") not in known:  # the model leaves deviceName optional
+                    raise InvalidInput(f"Source server {sourceServerID} has no disk {disk.get('deviceName')}.")
             config.update(tpl.pick(params, tpl.REPLICATION_FIELDS + ("name", "replicatedDisks")))
             repo.save_server(conn, doc)
         self.hooks.replication_changed(doc)
