@@ -263,16 +263,14 @@ _AGENT_RECORDS = (schema.agent_metrics, schema.agent_logs)
 
 def prune_agent_rows(conn: Connection, table: Table, *, before: datetime, keep: int) -> int:
     """Delete ``table``'s rows (agent_metrics or agent_logs) older than ``before``, and for each server
-    all but its newest ``keep`` rows; returns the number deleted."""
+    all but its newest ``keep`` rows (by time, then arrival); returns the number deleted."""
     deleted = int(conn.execute(delete(table).where(table.c.at < before)).rowcount or 0)
     servers = [r[0] for r in conn.execute(select(table.c.source_server_id).group_by(table.c.source_server_id)
                                           .having(func.count() > keep))]
     for server_id in servers:
-        newest_dropped = conn.execute(select(table.c.seq).where(table.c.source_server_id == server_id)
-                                      .order_by(table.c.seq.desc()).offset(keep).limit(1)).scalar()
-        if newest_dropped is not None:
-            deleted += int(conn.execute(delete(table).where(and_(table.c.source_server_id == server_id,
-                                                                 table.c.seq <= newest_dropped))).rowcount or 0)
+        beyond = (select(table.c.seq).where(table.c.source_server_id == server_id)
+                  .order_by(table.c.at.desc(), table.c.seq.desc()).offset(keep))
+        deleted += int(conn.execute(delete(table).where(table.c.seq.in_(beyond))).rowcount or 0)
     return deleted
 
 
