@@ -176,9 +176,10 @@ def _scalar(shape: Shape, text: str | None, key: str) -> Any:
         if not math.isfinite(number):
             raise invalid_value(key, text)
         return number
-    if t == "timestamp":
+    if t == "timestamp":  # kept as MGN-style ISO-8601 text, so that it can be stored as JSON
         try:
-            return ids.parse_iso(text)
+            when = ids.parse_iso(text)
+            return ids.iso(when if when.tzinfo else when.replace(tzinfo=UTC))
         except (ValueError, OverflowError):
             raise invalid_value(key, text) from None
     if t == "blob":
