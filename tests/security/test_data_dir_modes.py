@@ -35,7 +35,10 @@ def leaks(data_dir: Path) -> list[str]:
     """Every path under ``data_dir`` (itself included) with a group or other permission bit."""
     found = []
     for path in [data_dir, *data_dir.rglob("*")]:
-        st = path.lstat()
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue  # removed meanwhile
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
             found.append(f"{path.relative_to(data_dir.parent)} {stat.filemode(st.st_mode)}")
     return found

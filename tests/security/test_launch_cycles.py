@@ -138,6 +138,8 @@ def test_launch_and_terminate_cycles_leave_only_snapshots(minimal_image: Path, t
                 instance_id = part["launchedEc2InstanceID"]
                 if boot_timeout > 1:
                     assert part["launchStatus"] == "LAUNCHED", log
+                    assert (data / "instances" / instance_id / "console.log").exists()
+                    assert leaks(data) == []  # the running instance's files too
                     ec2.terminate_instances(InstanceIds=[instance_id])
                 else:
                     assert part["launchStatus"] == "FAILED" and log[-2] == "LAUNCH_FAILED", log

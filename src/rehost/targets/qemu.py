@@ -72,7 +72,7 @@ class QemuTarget:
         if accel not in ("auto", "kvm", "tcg"):
             raise TargetError(f"unknown accelerator {accel!r} (auto, kvm, tcg)")
         self.dir = Path(instances_dir).resolve()  # the pid check matches this path in QEMU's command line
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.requested_accel = accel
         self.shutdown_timeout = shutdown_timeout
         self._lock = threading.RLock()
@@ -91,9 +91,12 @@ class QemuTarget:
             raise TargetError(f"instance record of {instance_id} is damaged: {exc}") from exc
 
     def _save(self, rec: dict[str, Any]) -> None:
+        # 0600 whatever the umask: the record names the instance's disks and user data
         path = self._rec_path(rec["instance_id"])
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1, sort_keys=True))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(rec, indent=1, sort_keys=True))
         tmp.replace(path)
 
     def _to_instance(self, rec: dict[str, Any]) -> TargetInstance:
@@ -137,6 +140,7 @@ class QemuTarget:
                 if "forwarding" in str(exc) and attempt < 2:
                     continue  # a port taken between choosing and binding it
                 raise
+            _private_run_files(idir)
             rec["port_map"] = {str(k): v for k, v in ports.items()}
             rec["booted_at"] = time.time()
             return
@@ -185,7 +189,7 @@ class QemuTarget:
         idir = self.dir / spec.instance_id
         with self._lock:
             try:
-                idir.mkdir(parents=True)
+                idir.mkdir(mode=0o700, parents=True)
             except FileExistsError:
                 raise TargetError(f"instance {spec.instance_id} already exists") from None
             try:
@@ -377,6 +381,13 @@ def _firmware_args(rec: dict[str, Any], idir: Path) -> list[str]:
 def _is_qcow2(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"QFI\xfb"
+
+
+def _private_run_files(idir: Path) -> None:
+    """QEMU's -daemonize sets umask 027: make what it created (console, QMP socket, pidfile) 0600."""
+    for path in (idir / "console.log", idir / "qemu.pid", qmp_socket(idir)):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
 
 
 def _keep_previous_console(idir: Path) -> None:
