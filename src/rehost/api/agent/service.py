@@ -310,14 +310,13 @@ class AgentService:
         if self.stored_snapshot is None:
             _advance_last_snapshot(doc, reported["dateTime"], snapshot_id)
             return
-        if not snapshot_id or snapshot_id == doc.get("_lastSnapshotID"):
-            return
+        if not snapshot_id or snapshot_id in (doc.get("_lastSnapshotID"), doc.get("_ignoredSnapshotID")):
+            return  # known already (a snapshot missing from the store never appears there later)
         snap = self.stored_snapshot(doc["sourceServerID"], str(snapshot_id))
         if snap is None:
-            if doc.get("_ignoredSnapshotID") != snapshot_id:
-                doc["_ignoredSnapshotID"] = snapshot_id
-                log.warning("%s: the agent reports snapshot %s, which the chunk store does not hold for this "
-                            "server; ignored", doc["sourceServerID"], snapshot_id)
+            doc["_ignoredSnapshotID"] = snapshot_id
+            log.warning("%s: the agent reports snapshot %s, which the chunk store does not hold for this "
+                        "server; ignored", doc["sourceServerID"], snapshot_id)
             return
         _advance_last_snapshot(doc, str(ids.iso(snap.taken_at)), snap.snapshot_id)
 
