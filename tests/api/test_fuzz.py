@@ -528,8 +528,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     factory = ServerFactory("sqlite", tmp_path_factory.mktemp("fuzz"), None)
     try:
         # Throttling is off: the point is that every request reaches parsing and validation
-        # (tests/api/test_throttling.py covers the rate limit).
-        yield make_api(factory.new("--api-rate-limit", "0"))
+        # (tests/api/test_throttling.py covers the rate limit). Agents are never deemed silent: the
+        # canary's replication must not turn STALLED (AGENT_NOT_SEEN) on a slow machine's clock.
+        yield make_api(factory.new("--api-rate-limit", "0", "--agent-silence-seconds", "86400"))
     finally:
         factory.stop_all()
 
