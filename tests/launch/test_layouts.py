@@ -67,8 +67,10 @@ def test_a_uefi_server_boots_on_ovmf(launch_env: LaunchEnv, tmp_path: Path) -> N
     if not Path("/usr/share/OVMF/OVMF_CODE.fd").exists():
         pytest.skip("OVMF (Debian package ovmf) is not installed")
     disk = tmp_path / "uefi.img"
+    # GRUB only under /EFI/debian, as grub-install leaves it without --removable: conversion must add the
+    # removable path, since OVMF's fresh variables hold no boot entry for it.
     build_source_image(_fixtures.CACHE_DIR, disk, size_gib=1, flavor="minimal", marker=_fixtures.MARKER,
-                       hostname="uefi-web-01", firmware="uefi")
+                       hostname="uefi-web-01", firmware="uefi", efi_removable=False)
     p, items = _launch_and_check(launch_env, "uefi-web-01", {"/dev/sda": disk})
     assert _boot_mode(items) == "UEFI (the boot disk's layout)"
     inst = wait_state(launch_env.ec2, p["launchedEc2InstanceID"], "running", timeout=5)
