@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"REHOST_{name}", default)
 
 
+def _num(given: float | None, name: str, default: float, kind: type = float) -> Any:
+    """A flag's value if given, else ``REHOST_<name>`` read as ``kind``, else ``default``: a value that is no
+    number is an InvalidInput naming the variable, never a traceback."""
+    if given is not None:
+        return given
+    raw = _env(name)
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        from rehost.errors import InvalidInput
+
+        raise InvalidInput(f"REHOST_{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        from rehost.errors import InvalidInput
+
+        raise InvalidInput(f"REHOST_{name}={raw!r} is not a finite number")
+    return value
+
+
 def load_settings(
     *,
     data_dir: str | os.PathLike[str] | None = None,
@@ -92,36 +114,31 @@ def load_settings(
         from rehost.errors import InvalidInput
 
         raise InvalidInput("no data directory: pass --data-dir or set REHOST_DATA_DIR")
-    quota_env = _env("MAX_ACTIVE_SOURCE_SERVERS")
-    quotas = Quotas(active_source_servers=active_source_servers or int(quota_env or 150))
+    quotas = Quotas(active_source_servers=active_source_servers or _num(None, "MAX_ACTIVE_SOURCE_SERVERS", 150, int))
     settings = Settings(
         data_dir=Path(raw_dir).resolve(),
         host=host or _env("HOST", "127.0.0.1") or "127.0.0.1",
-        port=port if port is not None else int(_env("PORT", "8080") or 8080),
+        port=_num(port, "PORT", 8080, int),
         region=region or _env("REGION", "us-east-1") or "us-east-1",
         database_url=database_url or _env("DATABASE_URL"),
         quotas=quotas,
-        replication_port=replication_port if replication_port is not None else int(_env("REPLICATION_PORT", "1500") or 1500),
+        replication_port=_num(replication_port, "REPLICATION_PORT", 1500, int),
         advertised_replication_host=advertised_replication_host or _env("ADVERTISED_REPLICATION_HOST"),
         accel=accel or _env("ACCEL", "auto") or "auto",
-        api_rate_limit=api_rate_limit if api_rate_limit is not None else float(_env("API_RATE_LIMIT", "100") or 100),
-        monitor_interval=monitor_interval if monitor_interval is not None else float(_env("MONITOR_INTERVAL", "5") or 5),
-        agent_silence_seconds=agent_silence_seconds if agent_silence_seconds is not None
-        else float(_env("AGENT_SILENCE_SECONDS", "60") or 60),
-        job_snapshot_timeout=job_snapshot_timeout if job_snapshot_timeout is not None
-        else float(_env("JOB_SNAPSHOT_TIMEOUT", "600") or 600),
-        snapshot_interval=snapshot_interval if snapshot_interval is not None
-        else float(_env("SNAPSHOT_INTERVAL", "600") or 600),
-        launch_boot_timeout=launch_boot_timeout if launch_boot_timeout is not None
-        else float(_env("LAUNCH_BOOT_TIMEOUT", "300") or 300),
+        api_rate_limit=_num(api_rate_limit, "API_RATE_LIMIT", 100),
+        monitor_interval=_num(monitor_interval, "MONITOR_INTERVAL", 5),
+        agent_silence_seconds=_num(agent_silence_seconds, "AGENT_SILENCE_SECONDS", 60),
+        job_snapshot_timeout=_num(job_snapshot_timeout, "JOB_SNAPSHOT_TIMEOUT", 600),
+        snapshot_interval=_num(snapshot_interval, "SNAPSHOT_INTERVAL", 600),
+        launch_boot_timeout=_num(launch_boot_timeout, "LAUNCH_BOOT_TIMEOUT", 300),
     )
     settings = replace(
         settings,
-        agent_metrics_retention=float(_env("AGENT_METRICS_RETENTION", "86400") or 86400),
-        agent_metrics_max_rows=int(_env("AGENT_METRICS_MAX_ROWS", "1440") or 1440),
-        agent_logs_retention=float(_env("AGENT_LOGS_RETENTION", "259200") or 259200),
-        agent_logs_max_lines=int(_env("AGENT_LOGS_MAX_LINES", "10000") or 10000),
-        terminated_instance_retention=float(_env("TERMINATED_INSTANCE_RETENTION", "3600") or 3600))
+        agent_metrics_retention=_num(None, "AGENT_METRICS_RETENTION", 86400),
+        agent_metrics_max_rows=_num(None, "AGENT_METRICS_MAX_ROWS", 1440, int),
+        agent_logs_retention=_num(None, "AGENT_LOGS_RETENTION", 259200),
+        agent_logs_max_lines=_num(None, "AGENT_LOGS_MAX_LINES", 10000, int),
+        terminated_instance_retention=_num(None, "TERMINATED_INSTANCE_RETENTION", 3600))
     _check_durations(settings)
     return settings
 

@@ -36,3 +36,18 @@ def test_server_cli_refuses_a_negative_interval_in_one_line(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "rehost: error: the snapshot interval must be 0 (off) or a positive number of seconds, not -3"]
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("REHOST_AGENT_LOGS_MAX_LINES", "ten", "REHOST_AGENT_LOGS_MAX_LINES='ten' is not an integer"),
+    ("REHOST_AGENT_METRICS_RETENTION", "1d", "REHOST_AGENT_METRICS_RETENTION='1d' is not a number"),
+    ("REHOST_PORT", "80a", "REHOST_PORT='80a' is not an integer"),
+    ("REHOST_LAUNCH_BOOT_TIMEOUT", "nan", "REHOST_LAUNCH_BOOT_TIMEOUT='nan' is not a finite number"),
+])
+def test_a_variable_that_is_no_number_is_one_clear_line(tmp_path: Path, name: str, value: str, message: str) -> None:
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "rehost.cli.main", "server", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, name: value})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"rehost: error: {message}"]
