@@ -97,3 +97,20 @@ def test_iam_conditions_see_the_browsers_address(console_env: ConsoleEnv, admin:
         "action": "launch_test", "confirmed": "1", "sourceServerIDs": sid}, f"/servers/{sid}")
     assert "not authorized to perform: mgn:StartTest" in page and "explicit deny" in page
     assert mgn.describe_jobs()["items"] == []
+
+
+def test_an_oversized_form_is_refused_without_being_read_whole(console_env: ConsoleEnv, admin: ConsoleClient,
+                                                               mgn: Any) -> None:
+    """Forms are read with a cap (256 KiB), signed in or not: a bigger body is 413 and changes nothing."""
+    before = _plain(mgn.describe_replication_configuration_templates())
+    big = {"csrf": admin.csrf(), "back": "/replication-template", "bandwidthThrottling": "1" * (300 * 1024)}
+    resp = admin.post("/console/replication-template", big)
+    assert resp.status == 413 and "at most 262144 bytes" in resp.body
+    assert _plain(mgn.describe_replication_configuration_templates()) == before
+    stranger = ConsoleClient(console_env.endpoint)
+    page = stranger.get("/console/signin")
+    resp = stranger.post("/console/signin", {"csrf": page.csrf(), "access_key_id": "A" * (300 * 1024),
+                                             "secret_access_key": "x"})
+    assert resp.status == 413
+    # The console still serves.
+    assert admin.get("/console/servers").status == 200

@@ -12,14 +12,18 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from rehost.api.core.errors import AwsError
+from rehost.api.core.model import read_body
 from rehost.console import pages_apps, pages_jobs, pages_servers, pages_settings
 from rehost.console.core import HERE, SECURITY_HEADERS, Console, Ctx, Handler, Refused
 from rehost.console.session import COOKIE, PRE_COOKIE, SESSION_TTL, check_csrf
@@ -39,6 +43,27 @@ def _cookie_flags(request: Request) -> dict[str, bool | str]:
             "path": _base(request) or "/"}
 
 
+FORM_MAX_BYTES = 256 * 1024  # the largest console form (user data in launch settings) is far below this
+
+
+class FormTooLarge(Exception):
+    """A form body over FORM_MAX_BYTES: answered 413, never held in memory whole."""
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form (application/x-www-form-urlencoded, all the console sends), read with a cap."""
+    try:
+        body = await read_body(request.stream(), FORM_MAX_BYTES)
+    except AwsError as exc:
+        raise FormTooLarge(exc.message) from exc
+    pairs: list[tuple[str, str | UploadFile]] = list(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return FormData(pairs)
+
+
+def _too_large(exc: FormTooLarge) -> Response:
+    return HTMLResponse(f"{exc} (at most {FORM_MAX_BYTES} bytes).", status_code=413, headers=SECURITY_HEADERS)
+
+
 def page(console: Console, handler: Handler) -> Endpoint:
     """Wrap a handler: require a session, check CSRF on POST, run it in the thread pool.
 
@@ -54,7 +79,10 @@ def page(console: Console, handler: Handler) -> Endpoint:
             return RedirectResponse(f"{_base(request)}/signin", status_code=303)
         ctx = Ctx(console, request, session, identity)
         if request.method == "POST":
-            ctx.form = await request.form()
+            try:
+                ctx.form = await read_form(request)
+            except FormTooLarge as exc:
+                return _too_large(exc)
             if not check_csrf(session.csrf, str(ctx.form.get("csrf") or "")):
                 return HTMLResponse("Invalid or missing CSRF token: reload the page and try again.", status_code=403,
                                     headers=SECURITY_HEADERS)
@@ -89,7 +117,10 @@ def console_app(cp: ControlPlane) -> Starlette:
     async def signin(request: Request) -> Response:
         if request.method == "GET":
             return _signin_page(console, request)
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except FormTooLarge as exc:
+            return _too_large(exc)
         expected = console.sessions.pre_token(request.cookies.get(PRE_COOKIE))
         if not request.cookies.get(PRE_COOKIE) or not check_csrf(expected, str(form.get("csrf") or "")):
             return _signin_page(console, request, "Your sign-in form expired. Please try again.", 403)
@@ -118,7 +149,10 @@ def console_app(cp: ControlPlane) -> Starlette:
 
     async def signout(request: Request) -> Response:
         session = console.sessions.get(request.cookies.get(COOKIE))
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except FormTooLarge as exc:
+            return _too_large(exc)
         if session is not None and check_csrf(session.csrf, str(form.get("csrf") or "")):
             console.sessions.drop(session)
         response = RedirectResponse(f"{_base(request)}/signin", status_code=303)

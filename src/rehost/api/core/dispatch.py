@@ -23,19 +23,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from botocore.model import OperationModel, Shape
+from botocore.model import OperationModel
 
 from rehost import errors
 from rehost.api.auth.authorize import Authorizer, request_context, resources_for
 from rehost.api.auth.sigv4 import VerifiedIdentity
 from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized
-from rehost.api.core.model import service_model, validate
+from rehost.api.core.model import clean, service_model, validate
 from rehost.db import repo
 
 if TYPE_CHECKING:
     from rehost.api.mgn.service import MgnService
 
-__all__ = ["MgnDispatcher", "prune", "request_context", "snake"]
+__all__ = ["MgnDispatcher", "request_context", "snake"]
 
 Context = Mapping[str, str | Sequence[str]]
 
@@ -43,19 +43,6 @@ Context = Mapping[str, str | Sequence[str]]
 def snake(name: str) -> str:
     """``StartTest`` -> ``start_test``: an operation's service method."""
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-
-
-def prune(shape: Shape, value: Any) -> Any:
-    """`value` (already valid for `shape`) without the members `shape` does not declare and without nulls."""
-    t = shape.type_name
-    if t == "structure" and isinstance(value, dict):
-        return {key: prune(shape.members[key], item) for key, item in value.items()
-                if key in shape.members and item is not None}
-    if t == "list" and isinstance(value, list):
-        return [prune(shape.member, item) for item in value]
-    if t == "map" and isinstance(value, dict):
-        return {key: prune(shape.value, item) for key, item in value.items()}
-    return value
 
 
 def _tag_keys(call: Mapping[str, Any]) -> dict[str, str | list[str]]:
@@ -104,7 +91,7 @@ class MgnDispatcher:
         call: dict[str, Any] = {}
         if shape is not None:
             validate(shape, dict(params), "")
-            call = prune(shape, dict(params))
+            call = clean(shape, dict(params))
             call.pop("accountID", None)
         resources = resources_for(self.mgn.account.arn(""), call)
         self.authorizer.authorize(identity, f"mgn:{op.name}", resources, {**(context or {}), **_tag_keys(call)},
