@@ -1,11 +1,8 @@
-"""Which firmware a converted server boots in: MGN's ``bootMode`` (LEGACY_BIOS, UEFI, USE_SOURCE).
+"""What firmware a boot disk can boot in, read from its layout, and the EFI System Partition's removable
+boot path. The choice among the configured, reported and possible modes is `rehost.domain.boot`'s.
 
-The launch configuration's ``bootMode`` wins when it names a firmware. With USE_SOURCE (the default) the
-instance boots in the firmware the agent saw the source boot in (``sourceProperties.bootMode``, from
-``/sys/firmware/efi``), provided its boot disk can boot that way; otherwise in the one firmware the disk
-shows it can boot: a GPT disk with an EFI System Partition and no BIOS boot partition is UEFI only, an MBR
-disk without an EFI System Partition, or a GPT disk with a BIOS boot partition but no ESP, is BIOS only.
-A disk that can boot both ways (hybrid layouts) without a reported mode boots BIOS, as MGN's default.
+A GPT disk with an EFI System Partition and no BIOS boot partition is UEFI only; an MBR disk without an
+EFI System Partition, or a GPT disk with a BIOS boot partition but no ESP, is BIOS only.
 """
 
 from __future__ import annotations
@@ -16,11 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, Partition, run
+from rehost.domain.boot import BOOT_MODES, LEGACY_BIOS, UEFI, USE_SOURCE, choose_boot_mode
 
-LEGACY_BIOS = "LEGACY_BIOS"
-UEFI = "UEFI"
-USE_SOURCE = "USE_SOURCE"
-BOOT_MODES = (LEGACY_BIOS, UEFI)
+__all__ = ["BOOT_MODES", "LEGACY_BIOS", "UEFI", "USE_SOURCE", "add_removable_boot_path", "choose_boot_mode",
+           "disk_boot_modes"]
 
 ESP_TYPES = {"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"}
 BIOS_BOOT_TYPES = {"21686148-6449-6e6f-744e-656564454649"}
@@ -37,19 +33,6 @@ def disk_boot_modes(label: str, parts: Iterable[Partition], mbr_boot_code: bytes
         bios = any(mbr_boot_code) or not esp
     modes = ({UEFI} if esp else set()) | ({LEGACY_BIOS} if bios else set())
     return frozenset(modes or {LEGACY_BIOS})
-
-
-def choose_boot_mode(configured: str | None, reported: str | None, disk_modes: frozenset[str]) -> tuple[str, str]:
-    """The firmware to boot in and why (a phrase for the job log)."""
-    if configured in BOOT_MODES:
-        return str(configured), "the launch configuration's bootMode"
-    if reported in BOOT_MODES and reported in disk_modes:
-        return str(reported), "the source's boot mode"
-    if len(disk_modes) == 1:
-        (only,) = disk_modes
-        why = "the boot disk's layout" + (f" (the source reported {reported})" if reported in BOOT_MODES else "")
-        return only, why
-    return LEGACY_BIOS, "the default for a disk that boots either way"
 
 
 #: Where UEFI firmware looks for a boot loader on a disk it has no boot entry for (a fresh NVRAM).

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rehost import ids
-from rehost.conversion.firmware import LEGACY_BIOS, choose_boot_mode
 from rehost.db import repo
 from rehost.db.store import Store
+from rehost.domain.boot import LEGACY_BIOS, choose_boot_mode
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
 from rehost.errors import NotFound, RehostError
 from rehost.jobs.interfaces import (
@@ -173,7 +173,7 @@ class JobRunner:
     @staticmethod
     def _boot_mode(server: dict[str, Any], disk: Any) -> tuple[str, str]:
         """The firmware of the launch and why: the launch configuration's bootMode, the source's (the
-        agent's registration hint), what the boot disk can boot (`rehost.conversion.firmware`)."""
+        agent's registration hint), what the boot disk can boot (`rehost.domain.boot`)."""
         configured = (server.get("_launchConfiguration") or {}).get("bootMode")
         reported = ((server.get("sourceProperties") or {}).get("identificationHints") or {}).get("bootMode")
         return choose_boot_mode(configured, reported, disk.boot_modes or frozenset({LEGACY_BIOS}))
