@@ -7,7 +7,7 @@ failed one, so a green run cannot hide missing PostgreSQL, root, conversion, VM 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,16 @@ def _scrub_rehost_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("REHOST_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """`rehost.cli.main.main` sets the process's umask to 077, as the CLI should; a test calling it in
+    process must not leave that to the tests after it (directories they make would turn 0700)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
 
 
 def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:

@@ -89,7 +89,7 @@ def test_gc_deletes_packs_left_by_a_crash(store: SnapshotStore, data_dir: Path) 
     store.chunks.put(digest, chunk)
     store.chunks.flush()  # durable but referenced by no manifest: garbage
     orphan = data_dir / "chunks" / "packs" / "ff" / ("ff" * 16)
-    orphan.parent.mkdir(parents=True)
+    orphan.parent.mkdir(parents=True, exist_ok=True)  # a real pack's ID may start with ff too (1 in 256)
     orphan.write_bytes(b"a pack whose index commit never happened")
 
     stats = store.gc()

@@ -24,6 +24,8 @@ def fake_deb(tmp_path: Path, name: str) -> Path:
         "Description: test stand-in\n")
     (pkg / "usr/bin").mkdir(parents=True)
     (pkg / "usr/bin" / "vmtoolsd").write_text("#!/bin/sh\n")
+    for folder in (pkg, pkg / "DEBIAN", pkg / "usr", pkg / "usr/bin"):
+        folder.chmod(0o755)  # dpkg-deb refuses a control directory of another mode, whatever the umask
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(tmp_path / f"{name}.deb")],
                    check=True, capture_output=True)
     return tmp_path / f"{name}.deb"
