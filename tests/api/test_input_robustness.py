@@ -156,7 +156,7 @@ def test_validate_unit_cases() -> None:
     agent = RestJsonService(agent_model(), reject_unknown=True)
     op = agent.model.operation_model("GetAgentCommandForMgn")
     with pytest.raises(AwsError) as info:
-        agent.parse_input(op, {}, "", {}, b'{"sourceServerID": "s-00000000000000000", "extra": 1}')
+        agent.check_input(op, agent.parse_input(op, {}, "", {}, b'{"sourceServerID": "s-00000000000000000", "extra": 1}'))
     assert info.value.fields["fieldList"][0]["name"] == "extra"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from starlette.routing import Mount, Route
 
 from rehost import errors, ids
 from rehost.api.agent.params import agent_model
-from rehost.api.core.dispatch import MgnDispatcher, request_context
+from rehost.api.core.dispatch import MgnDispatcher, request_context, snake
 from rehost.api.core.errors import (
     AwsError,
     from_rehost_error,
@@ -33,13 +32,6 @@ if TYPE_CHECKING:
     from rehost.controlplane import ControlPlane
 
 log = logging.getLogger("rehost.api")
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def snake(name: str) -> str:
-    return _CAMEL.sub("_", name).lower()
-
 
 def _json_error(service: RestJsonService | None, err: AwsError) -> Response:
     if service is not None:
@@ -111,7 +103,8 @@ class AgentApi:
                 raise AwsError("UnknownOperationException", f"Unknown agent operation {raw_path[:200]!r}", 404)
             op, labels = match
             method = getattr(self.cp.agent, snake(op.name))
-            params = self.model.parse_input(op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body)
+            params = self.model.check_input(op, self.model.parse_input(
+                op, labels, query, {k.lower(): v for k, v in request.headers.items()}, body))
             server_id = params.get("sourceServerID")
             resource = self.cp.mgn.account.arn(f"source-server/{server_id}" if server_id else "source-server/*")
             await run_in_threadpool(self.cp.authorizer.authorize, identity, f"mgn:{op.name}", [resource],

@@ -20,6 +20,7 @@ Every failure is an `AwsError`; the API answers it as JSON, the console shows it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,12 @@ __all__ = ["MgnDispatcher", "request_context", "snake"]
 Context = Mapping[str, str | Sequence[str]]
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 def snake(name: str) -> str:
     """``StartTest`` -> ``start_test``: an operation's service method."""
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    return _CAMEL.sub("_", name).lower()
 
 
 def _tag_keys(call: Mapping[str, Any]) -> dict[str, str | list[str]]:
@@ -90,8 +94,9 @@ class MgnDispatcher:
         shape = op.input_shape
         call: dict[str, Any] = {}
         if shape is not None:
-            validate(shape, dict(params), "")
-            call = clean(shape, dict(params))
+            given = dict(params)
+            validate(shape, given, "")
+            call = clean(shape, given)
             call.pop("accountID", None)
         resources = resources_for(self.mgn.account.arn(""), call)
         self.authorizer.authorize(identity, f"mgn:{op.name}", resources, {**(context or {}), **_tag_keys(call)},

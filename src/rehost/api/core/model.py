@@ -200,6 +200,8 @@ class RestJsonService:
         return any(route.pattern.match(raw_path) for route in self.routes)
 
     def parse_input(self, op: OperationModel, labels: dict[str, str], query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """The operation's input members from the URI, query string, headers and JSON body, not yet validated
+        (`check_input` does that; for MGN, `rehost.api.core.dispatch.MgnDispatcher` does)."""
         shape = op.input_shape
         if shape is None:
             return {}
@@ -217,6 +219,14 @@ class RestJsonService:
                 params[name] = values if member.type_name == "list" else _coerce_scalar(member, values[-1], name)
             elif loc == "header" and wire.lower() in headers:
                 params[name] = headers[wire.lower()]
+        return params
+
+    def check_input(self, op: OperationModel, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` validated against the operation's input shape, with what it does not declare removed
+        (refused instead, with ``reject_unknown``)."""
+        shape = op.input_shape
+        if shape is None:
+            return {}
         validate(shape, params, "", reject_unknown=self.reject_unknown)
         return dict(clean(shape, params))
 
