@@ -40,7 +40,9 @@ class Settings:
     job_snapshot_timeout: float = 600.0
     # Seconds a launched guest has to reach user space before its launch fails (TCG boots are slow).
     launch_boot_timeout: float = 300.0
-    target: str = "qemu"
+    # The built-in target, named "local" (`rehost.launch.placement`): rehost's own QEMU on this host, or a
+    # libvirt URL; `rehost target add` adds more.
+    target: str = "qemu:///local"
     accel: str = "auto"
     # Requests per second per access key on the public API (bursts of twice that); 0 disables throttling.
     api_rate_limit: float = 100.0
@@ -107,6 +109,7 @@ def load_settings(
     job_snapshot_timeout: float | None = None,
     snapshot_interval: float | None = None,
     launch_boot_timeout: float | None = None,
+    target: str | None = None,
 ) -> Settings:
     """Merge flags (given here) over ``REHOST_*`` variables over defaults."""
     raw_dir = data_dir or _env("DATA_DIR")
@@ -131,6 +134,7 @@ def load_settings(
         job_snapshot_timeout=_num(job_snapshot_timeout, "JOB_SNAPSHOT_TIMEOUT", 600),
         snapshot_interval=_num(snapshot_interval, "SNAPSHOT_INTERVAL", 600),
         launch_boot_timeout=_num(launch_boot_timeout, "LAUNCH_BOOT_TIMEOUT", 300),
+        target=target or _env("TARGET", "qemu:///local") or "qemu:///local",
     )
     settings = replace(
         settings,
@@ -145,6 +149,9 @@ def load_settings(
 
 def _check_durations(settings: Settings) -> None:
     from rehost.errors import InvalidInput
+    from rehost.targets.registry import parse_target_url
+
+    parse_target_url(settings.target)
 
     positive = {"monitor interval": settings.monitor_interval, "agent silence": settings.agent_silence_seconds,
                 "job snapshot timeout": settings.job_snapshot_timeout,

@@ -19,8 +19,10 @@ from rehost import ids
 from rehost.api.agent.service import AgentService, ReplicationEndpoints
 from rehost.api.auth.authorize import Authorizer
 from rehost.api.core.throttle import RateLimiter
+from rehost.api.ec2.handler import Ec2Api
 from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
+from rehost.conversion import SnapshotConverter
 from rehost.db import repo, schema
 from rehost.db.store import Store
 from rehost.errors import InvalidInput, NotFound, StorageError
@@ -28,8 +30,13 @@ from rehost.fsutil import atomic_write, make_private
 from rehost.iam.users import IamDirectory
 from rehost.jobs.interfaces import SnapshotRef
 from rehost.jobs.runner import JobRunner
-from rehost.launch.sizing import recommended_instance_type
+from rehost.launch.launcher import TargetLauncher
+from rehost.launch.placement import Target, Targets
+from rehost.launch.service import Ec2Service
+from rehost.launch.sizing import make_sizer, recommended_instance_type
 from rehost.replication.control import AgentSnapshotProvider, ReplicationServerManager
+from rehost.targets.base import TargetDriver
+from rehost.targets.registry import open_driver
 
 log = logging.getLogger("rehost")
 
@@ -80,6 +87,16 @@ class ControlPlane:
         self.mgn.hooks.release_replication = self.replication.release
         self.snapshots = AgentSnapshotProvider(self.agent, settings.data_dir)
         self.runner.snapshots = self.snapshots
+        # The launch half: the targets (Settings.target, then those `rehost target add` stored), EC2's
+        # templates and instances over them, and the job runner's converter, sizer and launcher.
+        self.targets = Targets(self.store, settings.region, self._open_target, builtin_url=settings.target)
+        self.ec2 = Ec2Service(self.store, self.account, self.targets, settings.data_dir / "instances")
+        self.ec2_api = Ec2Api(self.ec2, self.authorizer)
+        self.mgn.hooks.create_ec2_launch_template = self.ec2.create_launch_template_for_server
+        self.runner.launcher = TargetLauncher(self.ec2)
+        self.runner.boot_timeout = settings.launch_boot_timeout
+        self.runner.instance_sizer = make_sizer(self.ec2.default_version_data)
+        self.runner.converter = SnapshotConverter(settings.data_dir)
         self._installer_lock = threading.Lock()
         self._installer: Path | None = None
         self._stop = threading.Event()
@@ -93,6 +110,11 @@ class ControlPlane:
         # the replication servers' periodic snapshots are looked for a few times per interval, at most
         # every 30 s (each look reads the manifests of every replicating server)
         self._snapshot_note_interval = min(30.0, max(settings.monitor_interval, settings.snapshot_interval / 4))
+
+    def _open_target(self, target: Target) -> TargetDriver:
+        """The one place a target's driver is built (`rehost.targets.registry`)."""
+        return open_driver(target.url, name=target.name, data_dir=self.settings.data_dir, accel=self.settings.accel,
+                           network=target.network, pool=target.pool)
 
     def start(self) -> None:
         """Resume interrupted jobs and start the monitor; call once every part has been attached."""
@@ -140,12 +162,9 @@ class ControlPlane:
         with self.store.read() as conn:
             live = {doc["sourceServerID"] for _, doc in repo.query_servers(conn)}
             templates_of = {lt.get("_sourceServerID") for lt in repo.list_docs(conn, "ec2-launch-template")}
-        ec2 = getattr(self, "ec2", None)  # attached by rehost.launch.wiring
-        if ec2 is not None:
-            orphans = templates_of - live - {None}
-            counts["EC2 records"] = len(ec2.prune_terminated(s.terminated_instance_retention))
-            for server_id in orphans:
-                counts["EC2 records"] += len(ec2.delete_server_documents(server_id))
+        counts["EC2 records"] = len(self.ec2.prune_terminated(s.terminated_instance_retention))
+        for server_id in templates_of - live - {None}:
+            counts["EC2 records"] += len(self.ec2.delete_server_documents(str(server_id)))
         if any(counts.values()):
             log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in counts.items() if n))
         return counts
@@ -179,9 +198,7 @@ class ControlPlane:
         self.iam.revoke_agent_credentials(server_id)
         with self.store.transaction() as conn:
             repo.delete_agent_records(conn, server_id)
-        ec2 = getattr(self, "ec2", None)
-        if ec2 is not None:
-            ec2.delete_server_documents(server_id)
+        self.ec2.delete_server_documents(server_id)
 
     def _collect_garbage(self) -> None:
         """Remove chunks no snapshot references any more (retention runs in the replication servers)."""
@@ -243,3 +260,20 @@ class ControlPlane:
         self.replication.stop_all()
         self.store.close()
 
+
+def request_snapshot(settings: Settings, source_server_id: str, sync: bool, timeout: float = 600.0) -> str:
+    """`rehost snapshot create`: queue a SNAPSHOT (or SYNC_SNAPSHOT) command for the server's agent through
+    the control plane's database, wait for the agent's result, and return the new snapshot's ID.
+
+    The command goes through the same table the running `rehost server` hands to agents, so this works
+    from any shell on the control-plane host while the agent is connected.
+    """
+    store = Store(settings.db_url)
+    try:
+        with store.read() as conn:
+            repo.load_server(conn, source_server_id)  # NotFound with a clear message
+        mgn = MgnService(store, settings, Account(account_id_for(settings.data_dir), settings.region))
+        provider = AgentSnapshotProvider(AgentService(mgn), settings.data_dir)
+        return provider.take_snapshot(source_server_id, timeout, sync=sync).snapshot_id
+    finally:
+        store.close()

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--snapshot-interval", type=float, default=None,
                    help="seconds between the replication servers' own point-in-time snapshots while data "
                         "changes (default 600, MGN's 10 minutes)")
+    p.add_argument("--target", default=None, metavar="URL",
+                   help="the built-in target 'local': qemu:///local (rehost's own QEMU, the default) or a libvirt "
+                        "URL such as qemu:///system; `rehost target add` adds more ($REHOST_TARGET)")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a certificate signed by the data directory's CA (clients trust "
                         "DATA_DIR/tls/ca.pem, the CA the replication servers use)")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         advertised_replication_host=args.advertise_replication_host, api_rate_limit=args.api_rate_limit,
         monitor_interval=args.monitor_interval, agent_silence_seconds=args.agent_silence_seconds,
         job_snapshot_timeout=args.job_snapshot_timeout, snapshot_interval=args.snapshot_interval,
-        launch_boot_timeout=args.launch_boot_timeout,
+        launch_boot_timeout=args.launch_boot_timeout, target=args.target,
     )
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rehost.chunkstore import cli_hooks
 from rehost.chunkstore.export import FORMATS
 from rehost.chunkstore.snapshots import SnapshotStore
 from rehost.errors import InvalidInput, NotFound, SnapshotError
@@ -136,6 +135,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    snapshot_id = cli_hooks.request_snapshot(Path(args.data_dir), args.source_server_id, args.sync)
+    from rehost.config import load_settings
+    from rehost.controlplane import request_snapshot
+
+    settings = load_settings(data_dir=args.data_dir, database_url=os.environ.get("REHOST_DATABASE_URL"))
+    snapshot_id = request_snapshot(settings, args.source_server_id, args.sync)
     print(snapshot_id)
     return 0

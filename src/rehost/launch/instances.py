@@ -22,7 +22,8 @@ from rehost.errors import NotFound, TargetError
 from rehost.launch import errors as e
 from rehost.launch import templates as tpl
 from rehost.launch.filters import matches, paginate
-from rehost.targets.base import InstanceState, LaunchSpec, TargetDriver, TargetInstance, new_instance_id
+from rehost.launch.placement import Targets
+from rehost.targets.base import InstanceState, LaunchSpec, TargetInstance, new_instance_id
 
 INSTANCE = "ec2-instance"
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
@@ -34,7 +35,7 @@ class InstanceOps:
     """The instance half of `rehost.launch.service.Ec2Service` (which supplies these attributes)."""
 
     store: Store
-    target: TargetDriver
+    target: Targets
     account: Any
 
     def launch_settings(self, template_id: str, version: str | int | None = None) -> tpl.LaunchSettings:
@@ -47,9 +48,11 @@ class InstanceOps:
                      data_disks: tuple[Any, ...] = (), boot_mode: str = "legacy-bios") -> dict[str, Any]:
         """Launch one instance from ``template_id``'s default version on the target (the boot disk, then
         ``data_disks`` in order, in firmware ``boot_mode``); returns the described instance (member names).
+        The template's subnet or availability zone picks the target (`rehost.launch.placement`).
         Raises `TargetError` if the target cannot start it; the failed instance is still recorded,
         terminated, with the reason (as EC2 keeps a failed launch describable)."""
         settings = self.launch_settings(template_id)
+        target, network = self.target.resolve(settings.subnet_id, settings.availability_zone)
         instance_id = new_instance_id()
         tags = {**settings.tags, "AWSApplicationMigrationServiceManaged": "mgn.amazonaws.com",
                 "AWSApplicationMigrationServiceSourceServerID": source_server_id, **(extra_tags or {})}
@@ -59,17 +62,19 @@ class InstanceOps:
             "SecurityGroupIds": list(settings.security_group_ids), "VolumeType": settings.volume_type,
             "_sourceServerID": source_server_id, "_jobID": job_id, "_launchTemplateId": template_id,
             "_associatePublicIp": settings.associate_public_ip, "_ingressPorts": list(settings.ingress_ports),
-            "_bootMode": boot_mode,
+            "_bootMode": boot_mode, "_target": target.name, "_zone": target.zone,
+            "_subnet": self.target.subnet_id(target, network),
         }
         spec = LaunchSpec(instance_id=instance_id, instance_type=instance_type, vcpus=vcpus, memory_mib=memory_mib,
                           disk_image=disk_image, ingress_ports=settings.ingress_ports, user_data=settings.user_data,
-                          tags=tags, data_disks=tuple(data_disks), boot_mode=boot_mode)
+                          tags=tags, data_disks=tuple(data_disks), boot_mode=boot_mode, network=network)
         try:
-            self.target.launch(spec)
+            self.target.launch(spec, target)
         except TargetError as exc:
-            doc["_failure"] = f"Server.InternalError: {exc.message}"
+            why = f"target {target.name} ({target.url}): {exc.message}"
+            doc["_failure"] = f"Server.InternalError: {why}"
             self._save_instance(doc)
-            raise
+            raise TargetError(why) from exc
         self._save_instance(doc)
         return self._describe_one(doc)
 
@@ -108,7 +113,7 @@ class InstanceOps:
             "AmiLaunchIndex": 0, "Architecture": "x86_64", "RootDeviceType": "ebs", "RootDeviceName": "/dev/sda1",
             "VirtualizationType": "hvm", "BootMode": live.boot_mode if live else doc.get("_bootMode", "legacy-bios"),
             "PrivateDnsName": "", "PublicDnsName": "",
-            "Placement": {"AvailabilityZone": f"{self.account.region}a", "Tenancy": "default"},
+            "Placement": {"AvailabilityZone": doc.get("_zone") or f"{self.account.region}a", "Tenancy": "default"},
             "Monitoring": {"State": "disabled"}, "StateTransitionReason": reason,
             "SecurityGroups": [{"GroupId": g, "GroupName": g} for g in doc.get("SecurityGroupIds", [])],
         }
@@ -117,6 +122,8 @@ class InstanceOps:
         if reason:
             code = reason.split(":", 1)[0] if reason.startswith(("Client.", "Server.")) else "Server.InternalError"
             out["StateReason"] = {"Code": code, "Message": reason}
+        if doc.get("_subnet"):
+            out["SubnetId"] = doc["_subnet"]
         if live is not None and state in ("pending", "running", "stopping"):
             out["PrivateIpAddress"] = live.private_ip or None
             nic: dict[str, Any] = {"NetworkInterfaceId": "eni-" + doc["InstanceId"][2:],

@@ -25,19 +25,21 @@ from rehost.launch import errors as e
 from rehost.launch import templates as tpl
 from rehost.launch.filters import matches, paginate
 from rehost.launch.instances import InstanceOps
+from rehost.launch.placement import Targets, single
 from rehost.targets.base import TargetDriver
 
 LT, LTV, SG = "ec2-launch-template", "ec2-launch-template-version", "ec2-security-group"
 
 
 class Ec2Service(InstanceOps):
-    """EC2's launch templates and instances over one target driver. Safe to call from several threads
-    (each call is one database transaction; the driver serialises its own work)."""
+    """EC2's launch templates and instances over the configured targets (`Targets`; a bare driver becomes
+    the only, built-in target). Safe to call from several threads (each call is one database transaction;
+    the drivers serialise their own work)."""
 
-    def __init__(self, store: Store, account: Any, target_driver: TargetDriver, instances_dir: Path) -> None:
+    def __init__(self, store: Store, account: Any, targets: Targets | TargetDriver, instances_dir: Path) -> None:
         self.store = store
         self.account = account  # rehost.api.mgn.service.Account: account_id, region
-        self.target = target_driver
+        self.target = targets if isinstance(targets, Targets) else single(store, account.region, targets)
         self.instances_dir = Path(instances_dir)
 
     def arn(self, resource: str) -> str:
@@ -61,7 +63,8 @@ class Ec2Service(InstanceOps):
                "Tags": [{"Key": "AWSApplicationMigrationServiceSourceServerID", "Value": server_id}],
                "_sourceServerID": server_id, "_defaultSecurityGroup": sg_id}
         repo.save_doc(conn, LT, lt_id, doc, seq=self.store.next_seq(conn, LT))
-        self._save_version(conn, doc, 1, tpl.default_data(hostname, sg_id, instance_type), "Created by rehost", now)
+        data = tpl.default_data(hostname, sg_id, instance_type, self.target.default_subnet_id())
+        self._save_version(conn, doc, 1, data, "Created by rehost", now)
         return lt_id
 
     def _create_security_group(self, conn: Connection, name: str, description: str, ports: Sequence[int]) -> str:
@@ -179,6 +182,7 @@ class Ec2Service(InstanceOps):
             source = self._version(conn, lt, SourceVersion)["LaunchTemplateData"] if SourceVersion else None
             data = tpl.merge(source, LaunchTemplateData)
             tpl.validate(data)
+            self.target.resolve(*tpl.placement(data))  # an unknown subnet or zone: EC2's error, nothing stored
             if ingress_ports is not None:
                 sg_id = self._create_security_group(conn, f"{lt['LaunchTemplateName']}-v{lt['LatestVersionNumber'] + 1}",
                                                     "Ingress ports set in the rehost console", ingress_ports)

@@ -39,14 +39,19 @@ class LaunchSettings:
     volume_type: str
     user_data: bytes = b""
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Where to run (`rehost.launch.placement`): the primary interface's subnet, the placement's zone.
+    subnet_id: str = ""
+    availability_zone: str = ""
 
 
-def default_data(hostname: str, security_group_id: str, instance_type: str = DEFAULT_INSTANCE_TYPE) -> dict[str, Any]:
-    """Version 1 of a new server's template: no public IP, the server's security group, a gp3 boot volume."""
+def default_data(hostname: str, security_group_id: str, instance_type: str = DEFAULT_INSTANCE_TYPE,
+                 subnet_id: str = DEFAULT_SUBNET) -> dict[str, Any]:
+    """Version 1 of a new server's template: no public IP, the server's security group, a gp3 boot volume,
+    ``subnet_id`` (the default target's network)."""
     data: dict[str, Any] = {
         "InstanceType": instance_type,
         "NetworkInterfaces": [{"DeviceIndex": 0, "AssociatePublicIpAddress": False, "DeleteOnTermination": True,
-                               "Groups": [security_group_id], "SubnetId": DEFAULT_SUBNET}],
+                               "Groups": [security_group_id], "SubnetId": subnet_id}],
         "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeType": "gp3", "DeleteOnTermination": True}}],
         "DisableApiTermination": False,
     }
@@ -91,6 +96,12 @@ def security_groups(data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(data.get("SecurityGroupIds") or ())
 
 
+def placement(data: Mapping[str, Any]) -> tuple[str, str]:
+    """(subnet ID, availability zone) a version's data names: its primary interface's subnet, its placement."""
+    primary: Mapping[str, Any] = next((n for n in data.get("NetworkInterfaces") or [] if n.get("DeviceIndex", 0) == 0), {})
+    return str(primary.get("SubnetId") or ""), str((data.get("Placement") or {}).get("AvailabilityZone") or "")
+
+
 def settings(data: Mapping[str, Any], ports_of_group: Mapping[str, Sequence[int]],
              default_group: str | None) -> LaunchSettings:
     """The launch settings of a version's data; ``ports_of_group`` gives each security group's TCP ports.
@@ -111,7 +122,8 @@ def settings(data: Mapping[str, Any], ports_of_group: Mapping[str, Sequence[int]
         instance_type=data.get("InstanceType") or DEFAULT_INSTANCE_TYPE,
         associate_public_ip=bool(primary.get("AssociatePublicIpAddress", False)),
         ingress_ports=tuple(ports), security_group_ids=groups,
-        volume_type=(bdm.get("Ebs") or {}).get("VolumeType", "gp3"), user_data=user_data, tags=tags)
+        volume_type=(bdm.get("Ebs") or {}).get("VolumeType", "gp3"), user_data=user_data, tags=tags,
+        subnet_id=placement(data)[0], availability_zone=placement(data)[1])
 
 
 def ingress_rules(ports: Sequence[int]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The target driver protocol: where launched instances run (QEMU now; libvirt and EC2 can follow).
+"""The target driver protocol: where launched instances run (local QEMU, libvirt; OpenStack or EC2 can follow).
 
 A driver owns its instances' lifecycle. States follow EC2's names: ``pending`` (launched, the guest has not
 started yet), ``running``, ``stopping``, ``stopped``, ``terminated``. A terminated instance stays
@@ -51,6 +51,18 @@ class LaunchSpec:
     data_disks: tuple[Path, ...] = ()
     #: The firmware, in EC2's words: "legacy-bios" or "uefi".
     boot_mode: str = "legacy-bios"
+    #: The target network the instance's NIC joins (one of the driver's `networks`); "" for its default.
+    network: str = ""
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of a target, shown as an EC2 subnet: its name on the target, its IPv4 range, and whether
+    an address on it is reachable from outside the target host (then it is also the instance's public IP)."""
+
+    name: str
+    cidr: str
+    public: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,4 +119,8 @@ class TargetDriver(Protocol):
 
     def start(self, instance_id: str) -> TargetInstance:
         """Boot a stopped instance again on the same disk; returns it pending or running."""
+        ...
+
+    def networks(self) -> tuple[Network, ...]:
+        """The networks an instance can join (EC2 subnets). Raises `TargetError` if the target is unreachable."""
         ...

@@ -35,7 +35,7 @@ from typing import Any
 
 from rehost.errors import NotFound, TargetError
 from rehost.targets.accel import choose_accelerator
-from rehost.targets.base import InstanceState, LaunchSpec, TargetInstance
+from rehost.targets.base import InstanceState, LaunchSpec, Network, TargetInstance
 from rehost.targets.qemuproc import (
     QEMU,
     QMP,
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 PUBLIC_IP = "127.0.0.1"
 GUEST_IP = "10.0.2.15"  # what QEMU's user-mode DHCP hands the guest
+#: The one network of this target: QEMU's user-mode network, private to each instance.
+USER_NETWORK = Network("user", "10.0.2.0/24")
 SHUTDOWN_GRACE = 60.0  # seconds a guest gets to power off before QEMU is stopped hard
 #: UEFI firmware for uefi instances (Debian's ovmf): read-only code, and a variable store each instance copies.
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
@@ -184,6 +186,8 @@ class QemuTarget:
                 raise TargetError(f"disk image {image} does not exist")
         if spec.boot_mode not in ("legacy-bios", "uefi"):
             raise TargetError(f"unknown boot mode {spec.boot_mode!r} (legacy-bios, uefi)")
+        if spec.network not in ("", USER_NETWORK.name):
+            raise TargetError(f"this target has no network {spec.network!r} (only {USER_NETWORK.name!r})")
         if spec.boot_mode == "uefi" and not (OVMF_CODE.is_file() and OVMF_VARS.is_file()):
             raise TargetError(f"UEFI firmware is not installed ({OVMF_CODE}: Debian package ovmf)")
         idir = self.dir / spec.instance_id
@@ -238,6 +242,9 @@ class QemuTarget:
                     recs.append(self._refresh(self._load(path.parent.name)))
         recs.sort(key=lambda r: r["launch_time"])
         return [self._to_instance(r) for r in recs]
+
+    def networks(self) -> tuple[Network, ...]:
+        return (USER_NETWORK,)
 
     def console_output(self, instance_id: str) -> str:
         self._load(instance_id)
