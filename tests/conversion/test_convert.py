@@ -68,7 +68,7 @@ OS = {"etc/os-release": "ID=debian\nPRETTY_NAME=Debian\n", "etc/fstab": "/dev/sd
     [("no-table", "no partition table"), ("luks", "encrypted \\(LUKS"),
      ("no-etc", "unknown operating system"), ("no-os-release", "unknown operating system"),
      ("no-boot-code", "no boot loader"), ("no-boot-config", "no boot loader"),
-     ("damaged", "no root file system could be mounted: partition 1 \\(ext4\\)")],
+     ("damaged", "no root file system could be mounted: disk 1 partition 1 \\(ext4")],
 )
 def test_unconvertible_disks_fail_with_the_reason(tmp_path: Path, kind: str, match: str) -> None:
     need_root()

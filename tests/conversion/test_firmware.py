@@ -15,7 +15,6 @@ from rehost.conversion.firmware import (
     choose_boot_mode,
     disk_boot_modes,
 )
-from rehost.conversion.linux import device_to_uuid, other_disk_names
 
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -54,25 +53,6 @@ def test_what_the_disk_can_boot(label: str, types: tuple[str, ...], mbr: bytes, 
 def test_boot_mode_decision(configured: str | None, reported: str | None, disk: set[str], expected: str) -> None:
     mode, why = choose_boot_mode(configured, reported, frozenset(disk))
     assert mode == expected and why
-
-
-def test_a_second_disk_is_known_by_the_next_letter_and_its_own_name() -> None:
-    assert other_disk_names({"/dev/sda"}, 1, "/dev/sdb") == {"/dev/sdb"}
-    assert other_disk_names({"/dev/sda", "/dev/vda"}, 2, "/opt/disks/data.img") == {
-        "/opt/disks/data.img", "/dev/sdc", "/dev/vdc"}
-    assert other_disk_names({"/dev/nvme0n1"}, 1, "/dev/nvme1n1") == {"/dev/nvme1n1"}
-
-
-def test_device_to_uuid_on_other_disks() -> None:
-    boot = {1: "root-uuid"}
-    others = {"/dev/sdb": {1: "data-uuid", 2: "logs-uuid"}, "/dev/sdc": {0: "whole-uuid"}}
-    assert device_to_uuid("/dev/sda1", boot, {"/dev/sda"}, others) == "UUID=root-uuid"
-    assert device_to_uuid("/dev/sdb1", boot, {"/dev/sda"}, others) == "UUID=data-uuid"
-    assert device_to_uuid("/dev/sdb2", boot, {"/dev/sda"}, others) == "UUID=logs-uuid"
-    assert device_to_uuid("/dev/sdc", boot, {"/dev/sda"}, others) == "UUID=whole-uuid"
-    assert device_to_uuid("/dev/sdb3", boot, {"/dev/sda"}, others) is None  # no such partition
-    assert device_to_uuid("/dev/sdd1", boot, {"/dev/sda"}, others) is None  # a disk not launched
-    assert device_to_uuid("LABEL=data", boot, {"/dev/sda"}, others) is None
 
 
 @pytest.mark.root

@@ -20,40 +20,6 @@ def write(root: Path, rel: str, text: str) -> Path:
     return p
 
 
-def test_fstab_device_names_become_uuids(tmp_path: Path) -> None:
-    write(tmp_path, "etc/fstab", "# comment /dev/sda1\n/dev/sda1 / ext4 defaults 0 1\n"
-          "/dev/sda2 none swap sw 0 0\nLABEL=data /data ext4 defaults 0 2\n/dev/sdb1 /mnt ext4 defaults 0 2\n")
-    notes = linux.fix_fstab(tmp_path, UUIDS, DISKS)
-    lines = (tmp_path / "etc/fstab").read_text().splitlines()
-    assert lines == ["# comment /dev/sda1", "UUID=1111-root / ext4 defaults 0 1", "UUID=2222-swap none swap sw 0 0",
-                     "LABEL=data /data ext4 defaults 0 2", "/dev/sdb1 /mnt ext4 defaults 0 2"]
-    assert len(notes) == 2
-    assert (tmp_path / "etc/fstab.rehost-source").read_text().count("/dev/sda1") == 2
-
-
-def test_extlinux_and_grub_command_lines(tmp_path: Path) -> None:
-    write(tmp_path, "boot/extlinux/extlinux.conf", "LABEL l\n  KERNEL /boot/vmlinuz\n  APPEND root=/dev/sda1 ro quiet\n")
-    write(tmp_path, "boot/grub/grub.cfg", "menuentry x {\n\tlinux\t/boot/vmlinuz-6 root=/dev/hda1 ro resume=/dev/hda2\n}\n")
-    write(tmp_path, "etc/default/grub", 'GRUB_CMDLINE_LINUX="root=/dev/sda1"\n')
-    write(tmp_path, "etc/fstab", "/dev/hda1 / ext4 defaults 0 1\n")
-    assert linux.boot_disk_names(tmp_path, "/dev/sda") == {"/dev/sda", "/dev/hda"}
-    linux.fix_boot_loader(tmp_path, "1111-root", UUIDS, {"/dev/sda", "/dev/hda"})
-    ext = (tmp_path / "boot/extlinux/extlinux.conf").read_text()
-    assert "APPEND root=UUID=1111-root ro quiet net.ifnames=0 console=tty0 console=ttyS0,115200" in ext
-    grub = (tmp_path / "boot/grub/grub.cfg").read_text()
-    assert "root=UUID=1111-root ro resume=UUID=2222-swap net.ifnames=0" in grub
-    assert "\tlinux\t/boot/vmlinuz-6 root=" in grub
-    assert 'GRUB_CMDLINE_LINUX="root=UUID=1111-root net.ifnames=0' in (tmp_path / "etc/default/grub").read_text()
-    # Idempotent: a second pass changes nothing.
-    linux.fix_boot_loader(tmp_path, "1111-root", UUIDS, {"/dev/sda", "/dev/hda"})
-    assert (tmp_path / "boot/extlinux/extlinux.conf").read_text() == ext
-
-
-def test_no_boot_loader_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match="no boot loader"):
-        linux.fix_boot_loader(tmp_path, "1111-root", UUIDS, DISKS)
-
-
 def test_static_mac_pinned_network_becomes_dhcp(tmp_path: Path) -> None:
     write(tmp_path, "etc/systemd/network/10-lan0.link", "[Match]\nMACAddress=52:54:00:12:34:56\n[Link]\nName=lan0\n")
     write(tmp_path, "etc/systemd/network/99-other.link", "[Match]\nOriginalName=*\n")

@@ -47,6 +47,8 @@ class Partition:
     size: int
     type: str
     bootable: bool
+    #: The partition's PARTUUID (GPT's unique GUID; an MBR's disk identifier and number), lower case.
+    uuid: str = ""
 
 
 def read_partitions(image: Path) -> tuple[str, list[Partition]]:
@@ -60,8 +62,16 @@ def read_partitions(image: Path) -> tuple[str, list[Partition]]:
     parts = []
     for i, p in enumerate(table.get("partitions", []), start=1):
         parts.append(Partition(number=i, offset=int(p["start"]) * sector, size=int(p["size"]) * sector,
-                               type=str(p.get("type", "")), bootable=bool(p.get("bootable", False))))
+                               type=str(p.get("type", "")), bootable=bool(p.get("bootable", False)),
+                               uuid=_partuuid(table, p, i)))
     return str(table.get("label", "")), parts
+
+
+def _partuuid(table: dict[str, object], part: dict[str, object], number: int) -> str:
+    if "uuid" in part:
+        return str(part["uuid"]).lower()
+    ident = str(table.get("id", ""))
+    return f"{ident.removeprefix('0x').lower()}-{number:02x}" if table.get("label") == "dos" and ident else ""
 
 
 def make_single_partition_mbr(image: Path) -> Partition:
@@ -87,14 +97,16 @@ def loop_device(image: Path, *, offset: int = 0, size: int | None = None,
 
 
 @contextlib.contextmanager
-def mounted(device: Path, mountpoint: Path, *, read_only: bool = False, fstype: str | None = None) -> Iterator[Path]:
+def mounted(device: Path, mountpoint: Path, *, read_only: bool = False, fstype: str | None = None,
+            options: str = "") -> Iterator[Path]:
     """Mount ``device`` on ``mountpoint`` (created if missing) for the duration of the block."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     argv = ["mount"]
     if fstype:
         argv += ["-t", fstype]
-    if read_only:
-        argv += ["-o", "ro"]
+    opts = ",".join(o for o in ("ro" if read_only else "", options) if o)
+    if opts:
+        argv += ["-o", opts]
     run(argv + [str(device), str(mountpoint)])
     try:
         yield mountpoint

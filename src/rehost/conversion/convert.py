@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,15 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from rehost.conversion import linux
-from rehost.conversion.blockdev import CommandFailed, Partition, loop_device, mounted, read_partitions, run
+from rehost.conversion import bootloaders, fstab, linux, lvm, storage
+from rehost.conversion.blockdev import CommandFailed, read_partitions, run
 from rehost.conversion.firmware import UEFI, add_removable_boot_path, disk_boot_modes
 from rehost.errors import ConversionError
 from rehost.jobs.interfaces import ConvertedDisk
 
 log = logging.getLogger(__name__)
 
-LUKS_MAGIC = b"LUKS\xba\xbe"
 _BLOCK = 4 * 1024 * 1024
 _LINUX_TYPES = {"83", "8e", "fd", "0fc63daf-8483-4772-8e79-3d69d8477de4",
                 "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "44479540-f297-41b2-9af7-d131d5f0458a"}
@@ -68,8 +65,7 @@ def convert(source: Path | BinaryIO, boot_device: str, work_dir: Path, *,
         for (_, path), (_, other_raw) in zip(other_disks, others, strict=True):
             _take_source(path, other_raw, work_dir, consume)
         copied = time.monotonic()
-        other_uuids = [(name, _disk_uuids(path)) for name, path in others]
-        notes, root_uuid, os_name, boot_modes = _convert_raw(raw, boot_device, hostname, other_uuids)
+        notes, root_uuid, os_name, boot_modes = _convert_raw(raw, boot_device, hostname, others)
         kernel = work_dir / "vmlinuz"
         edited = time.monotonic()
         out = work_dir / "disk.qcow2"
@@ -103,25 +99,6 @@ def _take_source(source: Path | BinaryIO, raw: Path, work_dir: Path, consume: bo
         _copy_source(source, raw)
 
 
-def _disk_uuids(raw: Path) -> dict[int, str]:
-    """Partition number -> file system UUID of a disk (read through loop devices, as the boot disk's); 0
-    for a file system on the whole disk."""
-    try:
-        _, parts = read_partitions(raw)
-    except (CommandFailed, KeyError, ValueError):
-        parts = []
-    uuids: dict[int, str] = {}
-    for p in parts:
-        with loop_device(raw, offset=p.offset, size=p.size, read_only=True) as dev:
-            if uuid := _blkid(dev).get("UUID"):
-                uuids[p.number] = uuid
-    if not parts:
-        with loop_device(raw, read_only=True) as dev:
-            if uuid := _blkid(dev).get("UUID"):
-                uuids[0] = uuid
-    return uuids
-
-
 def _copy_source(source: Path | BinaryIO, raw: Path) -> None:
     """Copy the source to a sparse raw file (zero blocks become holes)."""
     if isinstance(source, (str, os.PathLike)):
@@ -151,13 +128,8 @@ def _copy_source(source: Path | BinaryIO, raw: Path) -> None:
         out.truncate(size)
 
 
-def _blkid(dev: Path) -> dict[str, str]:
-    proc = subprocess.run(["blkid", "-p", "-o", "export", str(dev)], capture_output=True, text=True)
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-
-
 def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
-                 other_uuids: Sequence[tuple[str, dict[int, str]]]) -> tuple[list[str], str, str, frozenset[str]]:
+                 others: Sequence[tuple[str, Path]]) -> tuple[list[str], str, str, frozenset[str]]:
     try:
         label, parts = read_partitions(raw)
     except (CommandFailed, KeyError, ValueError) as exc:
@@ -170,27 +142,23 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
     if label == "dos" and not any(mbr) and boot_modes == {"LEGACY_BIOS"}:
         raise ConversionError("no boot loader: the boot disk's MBR has no boot code")
     with contextlib.ExitStack() as stack:
-        devs: dict[int, Path] = {}
-        info: dict[int, dict[str, str]] = {}
-        for p in parts:
-            devs[p.number] = stack.enter_context(loop_device(raw, offset=p.offset, size=p.size))
-            info[p.number] = _blkid(devs[p.number])
-        uuids = {n: i["UUID"] for n, i in info.items() if "UUID" in i}
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rehost-conv-")))
-        root_part, root = _find_root(stack, parts, devs, info, tmp)
-        notes = [f"root file system on partition {root_part.number} ({info[root_part.number].get('TYPE')}, "
-                 f"UUID {uuids[root_part.number]})"]
-        _mount_boot(stack, root, devs, uuids)
+        disks = stack.enter_context(storage.attached([raw, *(p for _, p in others)], raw.parent))
+        root_vol, root, subvol = disks.find_root(tmp)
+        notes = [f"root file system on {root_vol.describe()}" + (f", subvolume {subvol}" if subvol else "")]
+        names = fstab.disk_names(root, boot_device, [name for name, _ in others])
+
+        def rename(spec: str, fstype: str) -> str | None:
+            vol = disks.resolve(spec, names, fstype)
+            return f"UUID={vol.uuid}" if vol and vol.uuid else None
+
+        notes += _mount_system(disks, root, names)
         release = linux.os_release(root)
         os_name = release.get("PRETTY_NAME") or release.get("NAME", "Linux")
-        if release.get("ID") not in ("debian", "ubuntu") and "debian" not in release.get("ID_LIKE", ""):
-            notes.append(f"{os_name}: not a Debian family system; conversion is best effort")
         notes.append(f"operating system: {os_name}")
-        disks = linux.boot_disk_names(root, boot_device)
-        others = {name: uuids_n for n, (device, uuids_n) in enumerate(other_uuids, start=1)
-                  for name in linux.other_disk_names(disks, n, device)}
-        notes += linux.fix_fstab(root, uuids, disks, others)
-        notes += linux.fix_boot_loader(root, uuids[root_part.number], uuids, disks)
+        notes += fstab.fix_fstab(root, rename)
+        notes += bootloaders.fix_boot_loaders(root, rename)
+        notes += lvm.fix_guest_lvm(root)
         notes += linux.fix_network(root)
         notes += linux.remove_guest_tools(root)
         if hostname:
@@ -203,58 +171,37 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
             notes += add_removable_boot_path(raw, parts)
         _copy_kernel(root, raw.parent / "vmlinuz")
         run(["sync"])
-    return notes, uuids[root_part.number], os_name, boot_modes
+    return notes, root_vol.uuid, os_name, boot_modes
 
 
-def _find_root(stack: contextlib.ExitStack, parts: list[Partition], devs: dict[int, Path],
-               info: dict[int, dict[str, str]], tmp: Path) -> tuple[Partition, Path]:
-    """Mount each candidate partition until one holds /etc (the root); explain why none did."""
-    encrypted, lvm, unmountable = [], [], []
-    for p in parts:
-        fstype = info[p.number].get("TYPE", "")
-        with open(devs[p.number], "rb") as f:
-            if f.read(6) == LUKS_MAGIC or fstype == "crypto_LUKS":
-                encrypted.append(p.number)
-                continue
-        if fstype == "LVM2_member":
-            lvm.append(p.number)
+#: Mount points conversion needs besides the root: the packages and their database, the kernels.
+SYSTEM_MOUNTS = ("/usr", "/var", "/boot")
+
+
+def _mount_system(disks: storage.Storage, root: Path, names: dict[str, int]) -> list[str]:
+    """Mount the guest's separate /usr, /var and /boot named in its fstab, so the boot loader, the
+    initramfs and the package database are edited where they live."""
+    notes = []
+    wanted = {mp: (spec, fstype) for spec, mp, fstype in fstab.entries(root) if mp in SYSTEM_MOUNTS}
+    for mp in SYSTEM_MOUNTS:
+        if mp not in wanted:
             continue
-        if fstype in ("", "swap") or "UUID" not in info[p.number]:
-            continue
-        mnt = tmp / f"p{p.number}"
-        try:
-            root = stack.enter_context(mounted(devs[p.number], mnt, fstype=fstype))
-        except CommandFailed as exc:
-            unmountable.append(f"partition {p.number} ({fstype}): {exc.stderr.strip()[-200:]}")
-            continue
-        if (root / "etc").is_dir():
-            return p, root
-    if encrypted:
-        raise ConversionError(f"the root file system is encrypted (LUKS on partition {encrypted[0]}); "
-                              "rehost cannot convert encrypted disks")
-    if lvm:
-        raise ConversionError(f"the root file system is on LVM (partition {lvm[0]}); rehost cannot convert "
-                              "LVM disks on a host without device-mapper")
-    if unmountable:
-        raise ConversionError("no root file system could be mounted: " + "; ".join(unmountable))
-    raise ConversionError("unknown operating system: no partition holds a Linux root file system (/etc)")
+        spec, fstype = wanted[mp]
+        vol = disks.resolve(spec, names, fstype)
+        if vol is None:
+            raise ConversionError(f"{mp} is on {spec} (fstab), which is on no replicated disk")
+        subvol = next((o.removeprefix("subvol=") for o in _options(root, mp) if o.startswith("subvol=")), None)
+        disks.mount(vol, root / mp.lstrip("/"), subvol=subvol)
+        notes.append(f"{mp} on {vol.describe()}")
+    return notes
 
 
-def _mount_boot(stack: contextlib.ExitStack, root: Path, devs: dict[int, Path], uuids: dict[int, str]) -> None:
-    """Mount a separate /boot named in the guest's fstab, so the boot loader and initramfs are edited."""
-    fstab = root / "etc/fstab"
-    if not fstab.exists():
-        return
-    for line in fstab.read_text().splitlines():
+def _options(root: Path, mountpoint: str) -> list[str]:
+    for line in (root / "etc/fstab").read_text(errors="replace").splitlines():
         fields = line.split()
-        if len(fields) >= 2 and not fields[0].startswith("#") and fields[1] == "/boot":
-            spec = fields[0]
-            num = next((n for n, u in uuids.items() if spec == f"UUID={u}"), None)
-            m = re.search(r"(\d+)$", spec)
-            if num is None and spec.startswith("/dev/") and m:
-                num = int(m.group(1))
-            if num in devs:
-                stack.enter_context(mounted(devs[num], root / "boot"))
+        if len(fields) >= 4 and fields[1] == mountpoint and not fields[0].startswith("#"):
+            return fields[3].split(",")
+    return []
 
 
 def _copy_kernel(root: Path, dest: Path) -> None:

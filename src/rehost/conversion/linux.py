@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, chroot, chroot_mounts
 from rehost.errors import ConversionError
 
 VIRTIO_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console")
-#: Block device names of the boot disk whose partitions conversion renames to UUIDs.
-_DEV_RE = re.compile(r"^(/dev/(?:[shv]d[a-z]+|xvd[a-z]+|nvme\d+n\d+p))(\d+)$")
 GUEST_TOOLS = ("open-vm-tools", "open-vm-tools-desktop", "virtualbox-guest-utils", "virtualbox-guest-x11",
                "virtualbox-guest-dkms", "hyperv-daemons", "xe-guest-utilities")
-BOOT_LOADER_CONFIGS = ("boot/extlinux/extlinux.conf", "boot/syslinux/syslinux.cfg", "extlinux.conf",
-                       "boot/extlinux.conf", "syslinux/syslinux.cfg", "boot/grub/grub.cfg")
 SUFFIX = ".rehost-source"
 
 
@@ -47,115 +42,6 @@ def os_release(root: Path) -> dict[str, str]:
             return {k: v.strip().strip('"') for k, _, v in
                     (line.partition("=") for line in text.splitlines() if "=" in line)}
     raise ConversionError("unknown operating system: the root file system has no /etc/os-release")
-
-
-def device_to_uuid(device: str, uuids: Mapping[int, str], boot_disks: Collection[str],
-                   others: Mapping[str, Mapping[int, str]] | None = None) -> str | None:
-    """``/dev/sda1`` (or hda1, vda1, xvda1, nvme0n1p1) on one of ``boot_disks`` -> ``UUID=...`` of that
-    partition; a partition of another launched disk likewise, from ``others`` (disk name -> partition
-    number -> UUID; number 0 is a file system on the whole disk, ``/dev/sdb``); None for anything else
-    (disks not launched, LABEL=, UUID=)."""
-    m = _DEV_RE.match(device)
-    if m and _disk(m) in boot_disks and int(m.group(2)) in uuids:
-        return f"UUID={uuids[int(m.group(2))]}"
-    disk, number = (_disk(m), int(m.group(2))) if m else (device, 0)
-    uuid = (others or {}).get(disk, {}).get(number)
-    return f"UUID={uuid}" if uuid else None
-
-
-def other_disk_names(boot_disks: Collection[str], position: int, device_name: str) -> set[str]:
-    """The names the guest knows its ``position``-th other disk by (1 = the disk after the boot disk): its
-    reported device name and, for each ``/dev/sdX``-style name of the boot disk, the name ``position``
-    letters on (``/dev/sda`` -> ``/dev/sdb``), as the source's kernel named its disks in order."""
-    names = {device_name}
-    for name in boot_disks:
-        if (m := re.fullmatch(r"(/dev/(?:[shv]d|xvd))([a-y])", name)) and ord(m.group(2)) + position <= ord("z"):
-            names.add(m.group(1) + chr(ord(m.group(2)) + position))
-    return names
-
-
-def _disk(m: re.Match[str]) -> str:
-    """The disk of a partition device match: /dev/sda for /dev/sda1, /dev/nvme0n1 for /dev/nvme0n1p1."""
-    return m.group(1)[:-1] if m.group(1).startswith("/dev/nvme") else m.group(1)
-
-
-def boot_disk_names(root: Path, boot_device: str) -> set[str]:
-    """The names the guest knows its boot disk by: ``boot_device`` and the disk of "/" in its fstab."""
-    names = {boot_device}
-    fstab = root / "etc/fstab"
-    if fstab.exists():
-        for line in fstab.read_text(errors="replace").splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[1] == "/" and (m := _DEV_RE.match(fields[0])):
-                names.add(_disk(m))
-    return names
-
-
-def fix_fstab(root: Path, uuids: Mapping[int, str], boot_disks: Collection[str],
-              others: Mapping[str, Mapping[int, str]] | None = None) -> list[str]:
-    """Name every file system of the launched disks in /etc/fstab by UUID instead of its device name (the
-    boot disk's from ``uuids``, the others' from ``others``: see `device_to_uuid`)."""
-    fstab = root / "etc/fstab"
-    if not fstab.exists():
-        return ["no /etc/fstab"]
-    notes, out = [], []
-    for line in fstab.read_text().splitlines():
-        fields = line.split()
-        if fields and not fields[0].startswith("#"):
-            new = device_to_uuid(fields[0], uuids, boot_disks, others)
-            if new:
-                notes.append(f"fstab: {fields[0]} -> {new} ({fields[1] if len(fields) > 1 else ''})")
-                line = line.replace(fields[0], new, 1)
-        out.append(line)
-    if notes:
-        _backup(fstab)
-        fstab.write_text("\n".join(out) + "\n")
-    return notes
-
-
-def _fix_cmdline(args: str, root_uuid: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> str:
-    def repl(m: re.Match[str]) -> str:
-        key, dev = m.group(1), m.group(2)
-        if key == "root":
-            return f"root=UUID={root_uuid}"
-        return f"{key}={device_to_uuid(dev, uuids, boot_disks) or dev}"
-
-    args = re.sub(r"\b(root|resume)=(\S+)", repl, args)
-    if "net.ifnames=0" not in args:
-        args += " net.ifnames=0"  # the first NIC is eth0 whatever its bus address (see fix_network)
-    if "console=ttyS0" not in args:
-        args += " console=tty0 console=ttyS0,115200"  # the target captures the serial console
-    return args
-
-
-def fix_boot_loader(root: Path, root_uuid: str, uuids: Mapping[int, str], boot_disks: Collection[str]) -> list[str]:
-    """Point the boot loader's kernel command line at the root by UUID; raise if there is no boot loader."""
-    found = [root / c for c in BOOT_LOADER_CONFIGS if (root / c).is_file()]
-    if not found:
-        raise ConversionError("no boot loader found: no extlinux, syslinux or GRUB configuration on the root")
-    notes = []
-    for cfg in found:
-        text = cfg.read_text(errors="replace")
-        if cfg.name == "grub.cfg":
-            pattern = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*)$", re.M)
-        else:
-            pattern = re.compile(r"^(\s*append[ \t]+)(.*)$", re.M | re.I)
-        new = pattern.sub(lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids, boot_disks).strip(), text)
-        if new != text:
-            _backup(cfg)
-            cfg.write_text(new)
-            notes.append(f"boot loader: {cfg.relative_to(root)}: root=UUID={root_uuid}, net.ifnames=0, serial console")
-    default_grub = root / "etc/default/grub"
-    if default_grub.is_file():
-        text = default_grub.read_text()
-        new = re.sub(r'^(GRUB_CMDLINE_LINUX=")([^"]*)"',
-                     lambda m: m.group(1) + _fix_cmdline(m.group(2), root_uuid, uuids, boot_disks).strip() + '"', text, flags=re.M)
-        new = new.replace("GRUB_DISABLE_LINUX_UUID=true", "GRUB_DISABLE_LINUX_UUID=false")
-        if new != text:
-            _backup(default_grub)
-            default_grub.write_text(new)
-            notes.append("boot loader: /etc/default/grub command line updated")
-    return notes
 
 
 def fix_network(root: Path) -> list[str]:

@@ -1,0 +1,71 @@
+"""The shape of a boot loader fixer: its edits are computed read-only, then `plan` lists and `fix` writes them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rehost.conversion.edits import backup
+from rehost.conversion.fstab import Rename, fix_cmdline
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    path: Path
+    text: str
+    note: str
+
+
+class BootLoaderFixer(Protocol):
+    name: str
+
+    def detect(self, root: Path) -> bool: ...
+
+    def plan(self, root: Path, rename: Rename) -> list[str]: ...
+
+    def fix(self, root: Path, rename: Rename) -> list[str]: ...
+
+
+class EditFixer:
+    """A fixer defined by `edits`: the files it would rewrite, with their new text."""
+
+    name = ""
+
+    def detect(self, root: Path) -> bool:
+        raise NotImplementedError
+
+    def edits(self, root: Path, rename: Rename) -> list[FileEdit]:
+        raise NotImplementedError
+
+    def plan(self, root: Path, rename: Rename) -> list[str]:
+        return [e.note for e in self.edits(root, rename)]
+
+    def fix(self, root: Path, rename: Rename) -> list[str]:
+        notes = []
+        for e in self.edits(root, rename):
+            backup(e.path)
+            e.path.write_text(e.text)
+            notes.append(e.note)
+        return notes
+
+
+def rel(root: Path, path: Path) -> str:
+    return "/" + str(path.relative_to(root))
+
+
+def edit_lines(path: Path, pattern: re.Pattern[str], rename: Rename,
+               fix: Callable[[str, Rename], str] = fix_cmdline) -> str | None:
+    """``path``'s text with the command line in group 2 of every ``pattern`` match fixed; None if unchanged.
+
+    Group 1 is kept as it is; a group 3, if the pattern has one (a closing quote), too."""
+    text = path.read_text(errors="replace")
+
+    def repl(m: re.Match[str]) -> str:
+        tail = m.group(3) if m.re.groups >= 3 and m.group(3) else ""
+        return m.group(1) + fix(m.group(2), rename) + tail
+
+    new = pattern.sub(repl, text)
+    return None if new == text else new

@@ -1,0 +1,63 @@
+"""GRUB 2 as Debian and Ubuntu install it (``/boot/grub``) and as RHEL and Fedora do (``/boot/grub2``).
+
+The generated ``grub.cfg`` is edited directly (its ``linux``/``linuxefi``/``linux16`` lines, and RHEL 8's
+``set kernelopts=`` fallback), and ``/etc/default/grub`` too, so a later ``update-grub`` or
+``grub2-mkconfig`` on the target keeps the change. ``GRUB_DISABLE_LINUX_UUID=true`` would make the next
+regeneration name the root by device again: it is turned off.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines, rel
+from rehost.conversion.fstab import Rename, fix_cmdline
+
+_LINUX = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*?)[ \t]*$", re.M)
+_KERNELOPTS = re.compile(r'^(\s*set\s+kernelopts=")([^"]*)(")', re.M)
+_DEFAULT = re.compile(r'^(GRUB_CMDLINE_LINUX=")([^"]*)(")', re.M)
+
+
+class _Grub(EditFixer):
+    directory = ""
+
+    def detect(self, root: Path) -> bool:
+        return (root / self.directory / "grub.cfg").is_file()
+
+    def edits(self, root: Path, rename: Rename) -> list[FileEdit]:
+        out = []
+        cfg = root / self.directory / "grub.cfg"
+        text = cfg.read_text(errors="replace")
+        new = edit_lines(cfg, _LINUX, rename)
+        if new is not None or _KERNELOPTS.search(text):
+            tmp = new if new is not None else text
+            fixed = _KERNELOPTS.sub(lambda m: m.group(1) + fix_cmdline(m.group(2), rename) + m.group(3), tmp)
+            if fixed != text:
+                out.append(FileEdit(cfg, fixed, f"boot loader: {rel(root, cfg)}: kernel command lines for the "
+                                    "target (root by UUID, net.ifnames=0, serial console)"))
+        default = root / "etc/default/grub"
+        if default.is_file():
+            text = default.read_text(errors="replace")
+            new = edit_lines(default, _DEFAULT, rename) or text
+            new = new.replace("GRUB_DISABLE_LINUX_UUID=true", "GRUB_DISABLE_LINUX_UUID=false")
+            if new != text:
+                out.append(FileEdit(default, new, "boot loader: /etc/default/grub command line for the target"))
+        return out
+
+
+class GrubDebian(_Grub):
+    name = "GRUB 2 (/boot/grub)"
+    directory = "boot/grub"
+
+
+class GrubRedHat(_Grub):
+    name = "GRUB 2 (/boot/grub2)"
+    directory = "boot/grub2"
+
+    def edits(self, root: Path, rename: Rename) -> list[FileEdit]:
+        # /etc/default/grub is shared with GrubDebian on a root that has both directories: edit it once.
+        edits = super().edits(root, rename)
+        if (root / "boot/grub/grub.cfg").is_file():
+            edits = [e for e in edits if e.path != root / "etc/default/grub"]
+        return edits

@@ -1,0 +1,140 @@
+"""Files made of byte ranges of other files, served through FUSE (the host has no device-mapper).
+
+A logical volume spread over several segments or physical volumes is, for the loop driver, one file:
+`MappedFiles` mounts a small FUSE file system whose every file is a list of `rehost.conversion.lvm.Extent`
+(reads and writes go straight to the disk files with ``pread``/``pwrite``), so ``losetup`` can attach it
+and the kernel can mount the file system in it. The FUSE loop runs in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rehost.conversion.blockdev import CommandFailed, run
+from rehost.conversion.lvm import Extent
+from rehost.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+
+class _Mapped:
+    def __init__(self, extents: Sequence[Extent]) -> None:
+        self.extents = list(extents)
+        self.starts = []
+        pos = 0
+        for e in self.extents:
+            self.starts.append(pos)
+            pos += e.length
+        self.size = pos
+        self.fds = {p: os.open(p, os.O_RDWR) for p in {e.path for e in self.extents}}
+
+    def io(self, offset: int, length: int, data: bytes | None = None) -> bytes | int:
+        out, done = [], 0
+        while done < length and offset + done < self.size:
+            pos = offset + done
+            i = bisect.bisect_right(self.starts, pos) - 1
+            e = self.extents[i]
+            within = pos - self.starts[i]
+            n = min(length - done, e.length - within)
+            fd = self.fds[e.path]
+            if data is None:
+                chunk = os.pread(fd, n, e.offset + within)
+                out.append(chunk.ljust(n, b"\0"))
+            else:
+                os.pwrite(fd, data[done:done + n], e.offset + within)
+            done += n
+        return b"".join(out) if data is None else done
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.fsync(fd)
+            os.close(fd)
+
+
+class MappedFiles:
+    """Mount ``files`` (name -> extents) at ``mountpoint`` until `close`; ``path(name)`` is each file."""
+
+    def __init__(self, mountpoint: Path, files: Mapping[str, Sequence[Extent]]) -> None:
+        from fuse import FUSE, FuseOSError, Operations  # fusepy, over the host's libfuse2
+
+        self.mountpoint = Path(mountpoint)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.files = {name: _Mapped(extents) for name, extents in files.items()}
+        files_ = self.files
+        now = time.time()
+
+        class Ops(Operations):  # type: ignore[misc]
+            def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+                if path == "/":
+                    return {"st_mode": stat.S_IFDIR | 0o700, "st_nlink": 2, "st_atime": now, "st_mtime": now,
+                            "st_ctime": now}
+                f = files_.get(path[1:])
+                if f is None:
+                    raise FuseOSError(errno.ENOENT)
+                return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": f.size, "st_atime": now,
+                        "st_mtime": now, "st_ctime": now}
+
+            def readdir(self, path: str, fh: Any) -> list[str]:
+                return [".", "..", *files_]
+
+            def open(self, path: str, flags: int) -> int:
+                if path[1:] not in files_:
+                    raise FuseOSError(errno.ENOENT)
+                return 0
+
+            def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
+                return files_[path[1:]].io(offset, size)  # type: ignore[return-value]
+
+            def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
+                f = files_[path[1:]]
+                if offset + len(data) > f.size:
+                    raise FuseOSError(errno.ENOSPC)
+                return f.io(offset, len(data), data)  # type: ignore[return-value]
+
+            def truncate(self, path: str, length: int, fh: Any = None) -> None:
+                if length != files_[path[1:]].size:
+                    raise FuseOSError(errno.EPERM)
+
+            def flush(self, path: str, fh: Any) -> None:
+                return None
+
+            def fsync(self, path: str, datasync: int, fh: Any) -> None:
+                for fd in files_[path[1:]].fds.values():
+                    os.fsync(fd)
+
+        self._thread = threading.Thread(
+            target=lambda: FUSE(Ops(), str(self.mountpoint), foreground=True, nothreads=False,
+                                direct_io=False, fsname="rehost-lvm"),
+            name="rehost-fusemap", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(self.mountpoint):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._close_files()
+                raise ConversionError(f"could not mount the FUSE map at {self.mountpoint} (is /dev/fuse there?)")
+            time.sleep(0.02)
+
+    def path(self, name: str) -> Path:
+        return self.mountpoint / name
+
+    def _close_files(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def close(self) -> None:
+        try:
+            run(["umount", str(self.mountpoint)], timeout=60)
+        except CommandFailed as exc:
+            log.error("unmounting the FUSE map %s failed: %s", self.mountpoint, exc)
+            run(["umount", "--lazy", str(self.mountpoint)], timeout=60)
+        self._thread.join(timeout=30)
+        self._close_files()
