@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rehost.errors import RehostError
 
-GROUPS = ("server", "iam", "replication_server", "snapshot", "demo")
+GROUPS = ("server", "iam", "replication_server", "snapshot", "target", "demo", "bucket")
 
 
 def build_parser() -> argparse.ArgumentParser:
