@@ -24,6 +24,7 @@ from rehost.api.mgn.service import Account, Hooks, MgnService
 from rehost.config import Settings
 from rehost.conversion import SnapshotConverter
 from rehost.db import repo, schema
+from rehost.db.cluster import Cluster
 from rehost.db.store import Store
 from rehost.errors import InvalidInput, NotFound, StorageError
 from rehost.fsutil import atomic_write, make_private
@@ -67,12 +68,15 @@ class ControlPlane:
         self.settings = settings
         make_private(settings.data_dir)
         self.store = Store(settings.db_url)
+        # this process's membership: SQLite's one-process lock, PostgreSQL's liveness and monitor election
+        self.cluster = Cluster(self.store, settings.data_dir)
         self.account = Account(account_id_for(settings.data_dir), settings.region)
         self.iam = IamDirectory(self.store, settings.data_dir, self.account.account_id)
         self.iam.ensure_admin()
         self.authorizer = Authorizer(self.iam, settings.region)
         self.rate_limiter = RateLimiter(settings.api_rate_limit)
-        self.runner = JobRunner(self.store, settings.data_dir / "work", snapshot_timeout=settings.job_snapshot_timeout)
+        self.runner = JobRunner(self.store, settings.data_dir / "work", snapshot_timeout=settings.job_snapshot_timeout,
+                                cluster=self.cluster)
         self.mgn = MgnService(self.store, settings, self.account, Hooks(submit_job=self.runner.submit))
         self.replication = ReplicationServerManager(
             self.store, settings.data_dir, host=settings.replication_host, first_port=settings.replication_port,
@@ -118,8 +122,9 @@ class ControlPlane:
 
     def start(self) -> None:
         """Resume interrupted jobs and start the monitor; call once every part has been attached."""
-        self.agent.fail_orphaned_snapshot_requests()
-        self.runner.recover()
+        if self.cluster.sole:  # on PostgreSQL, the runner fails those of the jobs it takes over
+            self.agent.fail_orphaned_snapshot_requests()
+        self.runner.start()
         self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
         self._monitor.start()
 
@@ -127,6 +132,8 @@ class ControlPlane:
         """Every few seconds: restart dead replication servers, flag agents that went silent."""
         while not self._stop.wait(self.settings.monitor_interval):
             try:
+                if not self.cluster.lead():  # another process runs the periodic work
+                    continue
                 self.replication.supervise()
                 self.agent.flag_silent_agents(self.settings.agent_silence_seconds)
                 if time.monotonic() - self._last_snapshot_note > self._snapshot_note_interval:
@@ -258,6 +265,7 @@ class ControlPlane:
             self._monitor.join(timeout=60)  # a pass in progress must not restart what stop_all stops
         self.runner.shutdown()
         self.replication.stop_all()
+        self.cluster.close()
         self.store.close()
 
 

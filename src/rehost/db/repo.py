@@ -189,6 +189,58 @@ def delete_job(conn: Connection, job_id: str) -> None:
     conn.execute(delete(schema.jobs).where(schema.jobs.c.id == job_id))
 
 
+def claim_job(conn: Connection, job_id: str, owner: str) -> dict[str, Any] | None:
+    """Make a PENDING job STARTED and ``owner``'s, in one conditional UPDATE (so of processes racing for it,
+    exactly one gets it: PostgreSQL's row lock makes the others see it STARTED); the job, or None if it
+    was not PENDING. The caller's transaction keeps the row locked until it ends."""
+    t = schema.jobs
+    claimed = conn.execute(update(t).where(and_(t.c.id == job_id, t.c.status == "PENDING"))
+                           .values(status="STARTED", owner=owner)).rowcount
+    if not claimed:
+        return None
+    job = load_job(conn, job_id)
+    job["status"] = "STARTED"
+    save_job(conn, job)
+    return job
+
+
+def claimable_jobs(conn: Connection, limit: int) -> list[str]:
+    """Up to ``limit`` PENDING jobs, oldest first; on PostgreSQL rows locked by another process's claim are
+    skipped (``FOR UPDATE SKIP LOCKED``) and the ones returned stay locked for this transaction."""
+    t = schema.jobs
+    stmt = select(t.c.id).where(t.c.status == "PENDING").order_by(t.c.seq).limit(limit)
+    if conn.engine.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def started_jobs(conn: Connection) -> list[tuple[str, str | None]]:
+    """(job ID, owner) of every STARTED job."""
+    t = schema.jobs
+    return [(r[0], r[1]) for r in conn.execute(select(t.c.id, t.c.owner).where(t.c.status == "STARTED").order_by(t.c.seq))]
+
+
+def take_over_job(conn: Connection, job_id: str, dead_owner: str | None, owner: str) -> bool:
+    """Make a STARTED job of ``dead_owner`` (None: of nobody) ``owner``'s; False if another process did first."""
+    t = schema.jobs
+    was = t.c.owner.is_(None) if dead_owner is None else t.c.owner == dead_owner
+    return bool(conn.execute(update(t).where(and_(t.c.id == job_id, t.c.status == "STARTED", was))
+                             .values(owner=owner)).rowcount)
+
+
+def job_owner(conn: Connection, job_id: str) -> str | None:
+    return conn.execute(select(schema.jobs.c.owner).where(schema.jobs.c.id == job_id)).scalar()
+
+
+def fail_snapshot_requests(conn: Connection, server_ids: Sequence[str], message: str) -> int:
+    """Fail the snapshot requests still open for ``server_ids`` (their requester stopped waiting)."""
+    t = schema.agent_commands
+    return int(conn.execute(
+        update(t).where(and_(t.c.source_server_id.in_(list(server_ids)), t.c.type.in_(["SNAPSHOT", "SYNC_SNAPSHOT"]),
+                             t.c.status.in_(["PENDING", "DELIVERED"])))
+        .values(status="FAILED", result={"status": "FAILED", "message": message})).rowcount or 0)
+
+
 def add_log_item(conn: Connection, job_id: str, item: dict[str, Any]) -> None:
     conn.execute(schema.job_log_items.insert().values(job_id=job_id, doc=item))
 

@@ -2,6 +2,10 @@
 
 Each record is a row with the columns queries filter or sort on and a JSON document (``doc``) holding the
 rest of MGN's wide shapes. ``seq`` columns give a stable creation order for pagination.
+
+Version 2 added ``jobs.owner`` (the control-plane process running a job), ``sequences`` (the counters
+behind ``seq``, formerly ``meta`` rows ``seq:<name>``), ``control_plane_processes`` and ``console_sessions``;
+``migrate`` brings a version-1 database up to date.
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    delete,
+    inspect,
+    select,
+    text,
 )
+from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -52,6 +62,8 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("status", String(16), nullable=False, index=True),
     Column("doc", JSON, nullable=False),
+    # the control-plane process (control_plane_processes.id) that claimed the job; NULL while PENDING
+    Column("owner", String(64), nullable=True),
 )
 
 job_log_items = Table(
@@ -162,3 +174,49 @@ documents = Table(
     Column("parent", String(64), nullable=True, index=True),
     Column("doc", JSON, nullable=False),
 )
+
+# Counters behind the ``seq`` columns (``Store.next_seq``): one row per name, incremented in place.
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# The `rehost server` processes sharing this database (``rehost.db.cluster``): a row from start to exit.
+control_plane_processes = Table(
+    "control_plane_processes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("number", BigInteger, nullable=False, unique=True),  # its advisory lock's key on PostgreSQL
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("backend_pid", Integer, nullable=True),  # PostgreSQL: the session holding its locks
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signed-in console browsers (``rehost.console.session``), so every process knows them and they
+# outlive a restart. ``id`` is the SHA-256 of the session ID the cookie carries.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("access_key_id", String(32), nullable=False),
+    Column("user_name", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("expires", Float, nullable=False, index=True),
+    Column("flashes", JSON, nullable=False),
+)
+
+
+def migrate(conn: Connection, version: int) -> None:
+    """Bring a database of schema ``version`` up to `SCHEMA_VERSION` (tables new since then already exist:
+    ``metadata.create_all`` made them)."""
+    if version < 2:
+        if "owner" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+            conn.execute(text("ALTER TABLE jobs ADD COLUMN owner VARCHAR(64)"))
+        counters = conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.like("seq:%"))).all()
+        for key, value in counters:
+            conn.execute(sequences.insert().values(name=key[len("seq:"):], value=int(value)))
+        conn.execute(delete(meta).where(and_(meta.c.key.like("seq:%"))))

@@ -2,11 +2,16 @@
 
 Contract:
 - ``Store.transaction()`` yields a connection inside one transaction; it commits on normal exit and rolls
-  back on an exception. Writes are serialised inside this process (the control plane is one process), so
-  SQLite never answers "database is locked" to our own threads.
-- The schema is created on first open and its version recorded in ``meta``; opening a database written
-  by a newer schema raises StorageError instead of corrupting it.
-- ``next_seq(conn, name)`` gives a strictly increasing counter per name, used to order records stably.
+  back on an exception. Writes are serialised inside this process, so SQLite never answers "database is
+  locked" to our own threads; between processes (PostgreSQL only: SQLite serves one `rehost server`, see
+  ``rehost.db.cluster``) the database's row locks and conditional updates decide.
+- The schema is created on first open and its version recorded in ``meta``; an older one is migrated
+  (``schema.migrate``, under an advisory lock on PostgreSQL so that processes starting together do it
+  once); opening a database written by a newer schema raises StorageError instead of corrupting it.
+- ``next_seq(conn, name)`` gives a strictly increasing counter per name, used to order records stably:
+  one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on the ``sequences`` row, so on PostgreSQL the
+  row stays locked until the caller's transaction ends and numbers follow commit order across processes
+  (a page boundary never skips a row committed later with a smaller number).
 """
 
 from __future__ import annotations
@@ -17,13 +22,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, select, update
+from sqlalchemy import Connection, create_engine, event, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from rehost.db import schema
 from rehost.errors import StorageError
 from rehost.fsutil import private_file
+
+# PostgreSQL advisory lock keys (two int4: a class of rehost's own, then an object): the schema's creation
+# and migration; rehost.db.cluster uses the same class for the monitor's election and its processes.
+LOCK_CLASS = 0x7265686F  # "reho"
+SCHEMA_LOCK = (LOCK_CLASS, 1)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -80,17 +91,37 @@ class Store:
 
     def _init_schema(self) -> None:
         try:
-            schema.metadata.create_all(self.engine)
-            with self.transaction() as conn:
-                row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(schema.meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
-                elif int(row[0]) > schema.SCHEMA_VERSION:
-                    raise StorageError(
-                        f"the database has schema version {row[0]}, newer than this rehost ({schema.SCHEMA_VERSION})"
-                    )
+            with self._schema_lock():
+                schema.metadata.create_all(self.engine)
+                with self.transaction() as conn:
+                    row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
+                    if row is None:
+                        conn.execute(schema.meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+                    elif int(row[0]) > schema.SCHEMA_VERSION:
+                        raise StorageError(
+                            f"the database has schema version {row[0]}, newer than this rehost ({schema.SCHEMA_VERSION})"
+                        )
+                    elif int(row[0]) < schema.SCHEMA_VERSION:
+                        schema.migrate(conn, int(row[0]))
+                        self.set_meta(conn, "schema_version", str(schema.SCHEMA_VERSION))
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.redacted_url}: {exc.orig}") from exc
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """On PostgreSQL, one process at a time creates or migrates the schema (processes starting together
+        would otherwise race on CREATE TABLE and ALTER TABLE)."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:c, :o)"), {"c": SCHEMA_LOCK[0], "o": SCHEMA_LOCK[1]})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), {"c": SCHEMA_LOCK[0], "o": SCHEMA_LOCK[1]})
+                conn.commit()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -108,14 +139,10 @@ class Store:
             yield conn
 
     def next_seq(self, conn: Connection, name: str) -> int:
-        key = f"seq:{name}"
-        row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).first()
-        if row is None:
-            conn.execute(schema.meta.insert().values(key=key, value="1"))
-            return 1
-        value = int(row[0]) + 1
-        conn.execute(update(schema.meta).where(schema.meta.c.key == key).values(value=str(value)))
-        return value
+        t = schema.sequences
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(t).values(name=name, value=1)
+        stmt = insert.on_conflict_do_update(index_elements=[t.c.name], set_={"value": t.c.value + 1}).returning(t.c.value)
+        return int(conn.execute(stmt).scalar_one())
 
     def get_meta(self, key: str) -> str | None:
         with self.read() as conn:

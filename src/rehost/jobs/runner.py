@@ -5,15 +5,24 @@ instance), SNAPSHOT_START/END/FAIL or USING_PREVIOUS_SNAPSHOT, CONVERSION_START/
 LAUNCH_FAILED; the job itself JOB_START first and JOB_END last. After LAUNCH_START the server's launch stays
 IN_PROGRESS until the guest has booted (LAUNCHED, firstBoot SUCCEEDED); one that does not boot within
 ``boot_timeout`` is terminated and logged LAUNCH_FAILED with its last console lines (firstBoot STOPPED). A
-step without an implementation fails the server honestly, with the reason in the log. On start-up, jobs a
-restart interrupted are failed with a JOB_CANCEL item (STARTED) or run again (PENDING): none is ever left
-STARTED.
+step without an implementation fails the server honestly, with the reason in the log.
+
+Several control-plane processes may share the database (``rehost.db.cluster``). A job is run by the one
+process that claims it (``repo.claim_job``: PENDING to STARTED with its owner, one conditional UPDATE): the
+process that created it, at once if it has a free worker, else any process's poller (every
+``poll_interval``, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL). A STARTED job whose owner is no longer alive (a
+restart, kill -9, a lost host) is taken over by whichever process sees it first and failed as a restart
+fails it: a JOB_CANCEL item, its unfinished launches FAILED, its open snapshot requests and work files
+gone; none is ever left STARTED. A process that finds its job taken over (its connection to the database
+was lost meanwhile) stops working on it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +31,7 @@ from typing import Any
 
 from rehost import ids
 from rehost.db import repo
+from rehost.db.cluster import Cluster
 from rehost.db.store import Store
 from rehost.domain.boot import LEGACY_BIOS, choose_boot_mode
 from rehost.domain.jobs import InitiatedBy, JobLogEvent, JobStatus, JobType, LaunchStatus
@@ -45,11 +55,15 @@ class StepFailed(Exception):
         self.reason = reason
 
 
+class JobTakenOver(Exception):
+    """Another process took this job over (it found this one dead): stop working on it."""
+
+
 class JobRunner:
     def __init__(self, store: Store, work_dir: Path, *, snapshots: SnapshotProvider | None = None,
                  converter: Converter | None = None, launcher: Launcher | None = None,
                  snapshot_timeout: float = 600.0, instance_sizer: Any = None, max_workers: int = 4,
-                 boot_timeout: float = 300.0) -> None:
+                 boot_timeout: float = 300.0, cluster: Cluster | None = None, poll_interval: float = 2.0) -> None:
         self.store = store
         self.work_dir = work_dir
         self.snapshots = snapshots
@@ -60,33 +74,119 @@ class JobRunner:
         self.instance_sizer = instance_sizer
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
         self._lock = threading.Lock()
+        self.max_workers = max_workers
+        # Without a cluster (a runner used on its own, as in tests) this runner is the only one it knows of.
+        self.cluster = cluster
+        self.owner = cluster.id if cluster is not None else f"{socket.gethostname()[:40]}:{os.getpid()}:runner"
+        self.poll_interval = poll_interval
+        self._queued = 0  # tasks in the pool, running or waiting for a worker
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     # -- scheduling -------------------------------------------------------------------------------------
 
-    def submit(self, job_id: str) -> None:
-        self._pool.submit(self._run_safely, job_id)
+    def submit(self, job_id: str, job: dict[str, Any] | None = None) -> None:
+        """Run ``job_id`` on this process's pool: claimed when a worker takes it up (unless ``job``, already
+        claimed, is given), so a job another process claimed first is left to that one."""
+        with self._lock:
+            self._queued += 1
+        self._pool.submit(self._run_safely, job_id, job)
+
+    def start(self) -> None:
+        """Recover what dead processes left, then look for work every ``poll_interval``."""
+        self.recover()
+        self._poller = threading.Thread(target=self._poll, name="job-poller", daemon=True)
+        self._poller.start()
 
     def recover(self) -> None:
-        """Resume or fail the jobs a restart interrupted (and remove the work files they left)."""
-        self._remove_work("")
+        """Fail the jobs whose process died (a restart: this one's former self) and remove the work files they
+        left; run the jobs still waiting."""
+        self._remove_orphaned_work()
+        self.take_over()
         with self.store.read() as conn:
             pending = repo.query_jobs(conn, statuses=[JobStatus.PENDING.value])
-            started = repo.query_jobs(conn, statuses=[JobStatus.STARTED.value])
-        for _, job in started:
-            self._log(job["jobID"], JobLogEvent.JOB_CANCEL, rawError="The job was interrupted by a restart of the control plane.")
-            with self.store.transaction() as conn:
-                doc = repo.load_job(conn, job["jobID"])
-                for p in doc["participatingServers"]:
-                    if p["launchStatus"] in (LaunchStatus.PENDING.value, LaunchStatus.IN_PROGRESS.value):
-                        p["launchStatus"] = LaunchStatus.FAILED.value
-                doc["status"] = JobStatus.COMPLETED.value
-                doc["endDateTime"] = ids.iso(ids.utcnow())
-                repo.save_job(conn, doc)
         for _, job in reversed(pending):
             self.submit(job["jobID"])
 
+    def _alive(self, owner: str | None) -> bool:
+        if self.cluster is not None:
+            return self.cluster.is_alive(owner)
+        return owner == self.owner
+
+    def take_over(self) -> list[str]:
+        """Fail, as a restart does, every STARTED job whose process is no longer alive; returns their IDs."""
+        with self.store.read() as conn:
+            started = repo.started_jobs(conn)
+        alive: dict[str | None, bool] = {}
+        taken: list[str] = []
+        for job_id, owner in started:
+            if owner not in alive:
+                alive[owner] = self._alive(owner)
+            if alive[owner]:
+                continue
+            with self.store.transaction() as conn:
+                if not repo.take_over_job(conn, job_id, owner, self.owner):
+                    continue  # another process got there first
+            log.warning("job %s: its process %s stopped; failing it as a restart does", job_id, owner or "(unknown)")
+            self._cancel(job_id)
+            taken.append(job_id)
+        return taken
+
+    def _cancel(self, job_id: str) -> None:
+        reason = "The job was interrupted by a restart of the control plane (the process running it stopped)."
+        self._log(job_id, JobLogEvent.JOB_CANCEL, rawError=reason)
+        with self.store.transaction() as conn:
+            doc = repo.load_job(conn, job_id)
+            for p in doc["participatingServers"]:
+                if p["launchStatus"] in (LaunchStatus.PENDING.value, LaunchStatus.IN_PROGRESS.value):
+                    p["launchStatus"] = LaunchStatus.FAILED.value
+            doc["status"] = JobStatus.COMPLETED.value
+            doc["endDateTime"] = ids.iso(ids.utcnow())
+            repo.save_job(conn, doc)
+            # nobody waits for its snapshot requests any more: an agent coming back must not act on them
+            repo.fail_snapshot_requests(conn, [p["sourceServerID"] for p in doc["participatingServers"]],
+                                        "the control-plane process that requested it stopped")
+        self._remove_work(f"{job_id}-")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.take_over()
+                self._claim_waiting()
+            except Exception:  # the poller must outlive any single failure (a database restart)
+                log.exception("job poll failed")
+
+    def _claim_waiting(self) -> None:
+        """Claim as many PENDING jobs as this process has idle workers (jobs another process created, or
+        whose creator died before a worker of its own took them up)."""
+        with self._lock:
+            free = self.max_workers - self._queued
+        if free <= 0:
+            return
+        claimed: list[dict[str, Any]] = []
+        with self.store.transaction() as conn:
+            for job_id in repo.claimable_jobs(conn, free):
+                job = repo.claim_job(conn, job_id, self.owner)
+                if job is not None:
+                    claimed.append(job)
+        for job in claimed:
+            log.info("job %s claimed by this process (%s)", job["jobID"], self.owner)
+            self.submit(job["jobID"], job)
+
     def shutdown(self) -> None:
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _remove_orphaned_work(self) -> None:
+        """Delete the work directories left by jobs no live process runs (all of them when this process is
+        the only one)."""
+        if not self.work_dir.is_dir():
+            return
+        with self.store.read() as conn:
+            running = [job_id for job_id, owner in repo.started_jobs(conn) if owner != self.owner and self._alive(owner)]
+        for path in self.work_dir.iterdir():
+            if not any(path.name.startswith(f"{job_id}-") for job_id in running):
+                shutil.rmtree(path, ignore_errors=True)
 
     def _remove_work(self, prefix: str) -> None:
         """Delete the work directories (exported raw disk, converted image, kernel) whose names start with
@@ -100,21 +200,29 @@ class JobRunner:
 
     # -- execution --------------------------------------------------------------------------------------
 
-    def _run_safely(self, job_id: str) -> None:
+    def _run_safely(self, job_id: str, job: dict[str, Any] | None = None) -> None:
         try:
-            self.run(job_id)
+            self.run(job_id, job)
+        except JobTakenOver:
+            log.warning("job %s was taken over by another process; this one stops working on it", job_id)
         except Exception:  # a fault in the runner itself must not leave the job STARTED
             log.exception("job %s failed", job_id)
-            self._log(job_id, JobLogEvent.JOB_END, rawError="internal error in the job runner")
-            self._finish(job_id)
+            try:
+                self._log(job_id, JobLogEvent.JOB_END, rawError="internal error in the job runner")
+                self._finish(job_id)
+            except JobTakenOver:
+                pass
+        finally:
+            with self._lock:
+                self._queued -= 1
 
-    def run(self, job_id: str) -> None:
-        with self.store.transaction() as conn:
-            job = repo.load_job(conn, job_id)
-            if job["status"] != JobStatus.PENDING.value:
+    def run(self, job_id: str, job: dict[str, Any] | None = None) -> None:
+        """Claim and run ``job_id`` (``job``: already claimed by this runner); nothing if another has it."""
+        if job is None:
+            with self.store.transaction() as conn:
+                job = repo.claim_job(conn, job_id, self.owner)
+            if job is None:
                 return
-            job["status"] = JobStatus.STARTED.value
-            repo.save_job(conn, job)
         self._log(job_id, JobLogEvent.JOB_START)
         for p in job["participatingServers"]:
             server_id = p["sourceServerID"]
@@ -134,7 +242,7 @@ class JobRunner:
 
     def _finish(self, job_id: str) -> None:
         with self.store.transaction() as conn:
-            job = repo.load_job(conn, job_id)
+            job = self._own_job(conn, job_id)
             job["status"] = JobStatus.COMPLETED.value
             job["endDateTime"] = ids.iso(ids.utcnow())
             repo.save_job(conn, job)
@@ -200,6 +308,7 @@ class JobRunner:
     def _record_launch(self, job_id: str, server_id: str, instance_id: str, first_boot: str,
                        status: LaunchStatus | None) -> None:
         with self.store.transaction() as conn:
+            self._own_job(conn, job_id)
             server = repo.load_server(conn, server_id, for_update=True)
             server["launchedInstance"] = {"ec2InstanceID": instance_id, "jobID": job_id, "firstBoot": first_boot}
             repo.save_server(conn, server)
@@ -265,7 +374,9 @@ class JobRunner:
             disk = self.converter.convert(snapshot, boot, work)
         except RehostError as exc:
             raise StepFailed(JobLogEvent.CONVERSION_FAIL, exc.message) from exc
-        self._log(job_id, JobLogEvent.CONVERSION_END, sourceServerID=server_id, conversionServerID=conversion_server)
+        # What conversion changed, one line each (rehost's own member: MGN's eventData has no field for it).
+        self._log(job_id, JobLogEvent.CONVERSION_END, sourceServerID=server_id, conversionServerID=conversion_server,
+                  conversionNotes=list(getattr(disk, "notes", ())) or None)
         return disk
 
     def _terminate_server(self, job_id: str, server_id: str) -> None:
@@ -291,9 +402,16 @@ class JobRunner:
 
     # -- bookkeeping ------------------------------------------------------------------------------------
 
+    def _own_job(self, conn: Any, job_id: str) -> dict[str, Any]:
+        """The job, if this runner still owns it; else JobTakenOver (the caller's transaction rolls back)."""
+        doc = repo.load_job(conn, job_id)
+        if repo.job_owner(conn, job_id) != self.owner:
+            raise JobTakenOver(job_id)
+        return doc
+
     def _set_launch_status(self, job_id: str, server_id: str, status: LaunchStatus) -> None:
         with self.store.transaction() as conn:
-            doc = repo.load_job(conn, job_id)
+            doc = self._own_job(conn, job_id)
             for p in doc["participatingServers"]:
                 if p["sourceServerID"] == server_id:
                     p["launchStatus"] = status.value
@@ -305,4 +423,6 @@ class JobRunner:
         if data:
             item["eventData"] = data
         with self.store.transaction() as conn:
+            if repo.job_owner(conn, job_id) != self.owner:
+                raise JobTakenOver(job_id)
             repo.add_log_item(conn, job_id, item)
