@@ -273,3 +273,32 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
             assert repo.job_owner(conn, "mgnjob-1") == "me"
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_console_sessions_work_on_every_process_and_survive_a_restart(group: Callable[..., Group]) -> None:
+    from console.httpclient import ConsoleClient
+
+    g = group()
+    a, b = g.add(), g.add()
+    key = a.access_key()
+    g.api(a, key, initialize=True)
+    on_a = ConsoleClient(a.endpoint)
+    assert on_a.sign_in(*key).status == 303
+    on_b = ConsoleClient(b.endpoint, jar=on_a.jar)  # the same browser, sent to the other process
+    assert on_b.get("/console/jobs").status == 200
+    # a message queued by one process is shown once by the other
+    resp = on_a.post("/console/applications/create", {"csrf": on_b.csrf(), "name": "payroll"})
+    assert resp.status == 303
+    page = on_b.get(resp.headers["location"].removeprefix(b.endpoint))
+    assert page.status == 200 and "Application payroll created." in page.body
+    assert "created." not in on_b.get("/console/applications").body
+    # a restart of both signs nobody out
+    a.stop(kill=True)
+    b.restart()
+    a.start()
+    assert on_a.get("/console/jobs").status == 200 and on_b.get("/console/jobs").status == 200
+    # signing out on one process ends the session on every one
+    assert on_b.post("/console/signout", {"csrf": on_b.csrf()}).status == 303
+    signed_out = on_a.get("/console/jobs")
+    assert signed_out.status == 303 and "/signin" in signed_out.headers["location"]

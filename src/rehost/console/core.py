@@ -78,7 +78,7 @@ class Console:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
-        self.sessions = SessionStore(load_or_create_key(cp.settings.data_dir))
+        self.sessions = SessionStore(load_or_create_key(cp.settings.data_dir), cp.store)
         self.dispatcher = MgnDispatcher(cp.mgn, cp.authorizer)
         self.signin_throttle = SignInThrottle()
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
@@ -211,7 +211,7 @@ class Ctx:
     # -- responses --------------------------------------------------------------------------------------
 
     def flash(self, kind: str, message: str, link: tuple[str, str] | None = None) -> None:
-        self.session.flashes.append((kind, message, link))
+        self.console.sessions.add_flash(self.session, (kind, message, link))
 
     def redirect(self, path: str) -> Response:
         return RedirectResponse(self.base + path, status_code=303)
@@ -228,7 +228,7 @@ class Ctx:
                 return HTMLResponse("no such block", status_code=400, headers=SECURITY_HEADERS)
             body = "".join(tmpl.blocks[live](tmpl.new_context(values)))
             return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-        values["flashes"], self.session.flashes = list(self.session.flashes), []
+        values["flashes"] = self.console.sessions.take_flashes(self.session) if self.session.flashes else []
         return HTMLResponse(tmpl.render(values), status_code=status, headers=SECURITY_HEADERS)
 
 

@@ -5,7 +5,9 @@ What a caller may rely on:
   bytes created 0600). The access key's secret is checked once at sign-in and never stored in the session,
   the cookie or any page; each request re-reads the key from the IAM store, so a deleted or deactivated
   key ends its sessions at once.
-- Sessions live in this process (a restart signs everyone out) and expire after `SESSION_TTL`.
+- Sessions live in the control-plane database (``console_sessions``, keyed by the SHA-256 of the session
+  ID, so the table alone names no cookie): they outlive a restart, and every `rehost server` process
+  sharing the database knows them, with their pending messages. They expire after `SESSION_TTL`.
 - Every form carries the session's CSRF token; `check_csrf` compares it in constant time.
 """
 
@@ -15,10 +17,15 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from rehost.db import schema
+from rehost.db.store import Store
 
 COOKIE = "rehost_console"
 PRE_COOKIE = "rehost_console_pre"  # guards the sign-in form itself against login CSRF
@@ -52,13 +59,23 @@ class Session:
     flashes: list[tuple[str, str, tuple[str, str] | None]] = field(default_factory=list)
 
 
-class SessionStore:
-    """The server-side session table and the cookie signing."""
+Flash = tuple[str, str, tuple[str, str] | None]
 
-    def __init__(self, key: bytes) -> None:
+
+def _row_id(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _flashes(raw: Any) -> list[Flash]:
+    return [(str(k), str(m), (str(link[0]), str(link[1])) if link else None) for k, m, link in raw or []]
+
+
+class SessionStore:
+    """The server-side session table (in the database) and the cookie signing."""
+
+    def __init__(self, key: bytes, store: Store) -> None:
         self._key = key
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self.store = store
 
     def _mac(self, value: str) -> str:
         return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
@@ -77,27 +94,61 @@ class SessionStore:
         """A new session and the cookie value naming it."""
         sid = secrets.token_urlsafe(32)
         session = Session(sid, access_key_id, user_name, secrets.token_urlsafe(32), time.time() + SESSION_TTL)
-        with self._lock:
-            now = time.time()
-            for stale in [k for k, s in self._sessions.items() if s.expires < now]:
-                del self._sessions[stale]
-            self._sessions[sid] = session
+        t = schema.console_sessions
+        with self.store.transaction() as conn:
+            conn.execute(delete(t).where(t.c.expires < time.time()))
+            conn.execute(t.insert().values(id=_row_id(sid), access_key_id=access_key_id, user_name=user_name,
+                                           csrf=session.csrf, expires=session.expires, flashes=[]))
         return session, self.sign(sid)
 
     def get(self, cookie: str | None) -> Session | None:
         sid = self.unsign(cookie)
         if sid is None:
             return None
-        with self._lock:
-            session = self._sessions.get(sid)
-            if session is None or session.expires < time.time():
-                self._sessions.pop(sid, None)
-                return None
-            return session
+        t = schema.console_sessions
+        with self.store.read() as conn:
+            row = conn.execute(select(t).where(t.c.id == _row_id(sid))).first()
+        if row is None:
+            return None
+        if row.expires < time.time():
+            with self.store.transaction() as conn:
+                conn.execute(delete(t).where(t.c.id == row.id))
+            return None
+        return Session(sid, row.access_key_id, row.user_name, row.csrf, row.expires, _flashes(row.flashes))
 
     def drop(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.pop(session.session_id, None)
+        t = schema.console_sessions
+        with self.store.transaction() as conn:
+            conn.execute(delete(t).where(t.c.id == _row_id(session.session_id)))
+
+    def add_flash(self, session: Session, flash: Flash) -> None:
+        """Queue a message for the session's next page (whichever process serves it)."""
+        self._update_flashes(session, lambda queued: [*queued, flash])
+
+    def take_flashes(self, session: Session) -> list[Flash]:
+        """The session's queued messages, now shown: the queue is emptied."""
+        taken: list[Flash] = []
+
+        def take(queued: list[Flash]) -> list[Flash]:
+            taken.extend(queued)
+            return []
+
+        self._update_flashes(session, take)
+        return taken
+
+    def _update_flashes(self, session: Session, change: Any) -> None:
+        t = schema.console_sessions
+        with self.store.transaction() as conn:
+            stmt = select(t.c.flashes).where(t.c.id == _row_id(session.session_id))
+            if not self.store.is_sqlite:
+                stmt = stmt.with_for_update()
+            raw = conn.execute(stmt).scalar()
+            if raw is None:
+                return  # signed out meanwhile
+            new = change(_flashes(raw))
+            conn.execute(update(t).where(t.c.id == _row_id(session.session_id))
+                         .values(flashes=[[k, m, list(link) if link else None] for k, m, link in new]))
+        session.flashes = new
 
     def pre_token(self, pre_cookie: str | None) -> str:
         """The sign-in form's CSRF token for a browser's pre-session cookie value."""
