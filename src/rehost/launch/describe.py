@@ -1,10 +1,11 @@
 """EC2's network and instance-type reads that launch automation makes: DescribeVpcs, DescribeSubnets,
-DescribeInstanceTypes.
+DescribeAvailabilityZones, DescribeInstanceTypes.
 
-They answer from what rehost has. The local QEMU target has one network: every instance runs on QEMU's
-user-mode network (``10.0.2.0/24``, the guest at ``10.0.2.15``), shown as one default VPC with one default
-subnet in the region's first availability zone, under the IDs the rest of rehost already uses (launch
-templates name the subnet, security groups the VPC). Instance types are the catalog's
+They answer from what rehost has. Each configured target (`rehost.launch.placement`) is an availability
+zone, and each of its networks a subnet of one default VPC: the local QEMU target's one network is QEMU's
+user-mode network (``10.0.2.0/24``, the guest at ``10.0.2.15``), under the subnet ID launch templates
+have always named; a libvirt target's are its active networks, with their own ranges. A target that does
+not answer shows as a zone in state ``unavailable`` with the reason, and without subnets. Instance types are the catalog's
 (`rehost.instancetypes`): the vCPUs and memory a launched VM gets, x86_64, HVM, EBS root, legacy BIOS
 boot (the target's ``pc`` machine), one thread per core.
 
@@ -14,6 +15,7 @@ ones), the filters listed here (any other filter name is EC2's InvalidParameterV
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,8 +27,6 @@ from rehost.launch.templates import DEFAULT_SUBNET
 #: The VPC every security group of `rehost.launch.service` belongs to.
 DEFAULT_VPC = "vpc-0rehost0000000001"
 CIDR = "10.0.2.0/24"  # QEMU user-mode networking's
-# /24 less the five addresses EC2 reserves in every subnet.
-AVAILABLE_ADDRESSES = 251
 
 Fields = Mapping[str, Callable[[Any], list[str]]]
 
@@ -67,23 +67,65 @@ INSTANCE_TYPE_FILTERS: Fields = {
 _FREE_TIER = {"t2.micro", "t3.micro"}
 
 
-class HostFacts:
-    """The three reads, for one account (``account_id``, ``region``)."""
+ZONE_FILTERS: Fields = {
+    "zone-name": lambda z: [z["ZoneName"]], "zone-id": lambda z: [z["ZoneId"]], "state": lambda z: [z["State"]],
+    "region-name": lambda z: [z["RegionName"]], "zone-type": lambda z: [z["ZoneType"]],
+    "group-name": lambda z: [z["GroupName"]], "opt-in-status": lambda z: [z["OptInStatus"]],
+}
 
-    def __init__(self, account: Any) -> None:
+
+class HostFacts:
+    """The reads, for one account (``account_id``, ``region``) and its targets (`Targets`; without them,
+    the local QEMU target's one subnet)."""
+
+    def __init__(self, account: Any, targets: Any = None) -> None:
         self.account = account
+        self.targets = targets
 
     def _arn(self, resource: str) -> str:
         return f"arn:aws:ec2:{self.account.region}:{self.account.account_id}:{resource}"
 
-    def _subnet(self) -> dict[str, Any]:
+    def _subnet(self, subnet_id: str = DEFAULT_SUBNET, cidr: str = CIDR, zone: str = "", default: bool = True,
+                public: bool = False, name: str = "rehost local target") -> dict[str, Any]:
+        size = ipaddress.ip_network(cidr).num_addresses
         return {
-            "SubnetId": DEFAULT_SUBNET, "SubnetArn": self._arn(f"subnet/{DEFAULT_SUBNET}"), "VpcId": DEFAULT_VPC,
-            "State": "available", "CidrBlock": CIDR, "AvailableIpAddressCount": AVAILABLE_ADDRESSES,
-            "AvailabilityZone": f"{self.account.region}a", "DefaultForAz": True, "MapPublicIpOnLaunch": False,
-            "AssignIpv6AddressOnCreation": False, "Ipv6CidrBlockAssociationSet": [], "OwnerId": self.account.account_id,
-            "Tags": [{"Key": "Name", "Value": "rehost local target"}],
+            "SubnetId": subnet_id, "SubnetArn": self._arn(f"subnet/{subnet_id}"), "VpcId": DEFAULT_VPC,
+            "State": "available", "CidrBlock": cidr, "AvailableIpAddressCount": max(size - 5, 0),
+            "AvailabilityZone": zone or f"{self.account.region}a", "DefaultForAz": default,
+            "MapPublicIpOnLaunch": public, "AssignIpv6AddressOnCreation": False, "Ipv6CidrBlockAssociationSet": [],
+            "OwnerId": self.account.account_id, "Tags": [{"Key": "Name", "Value": name}],
         }
+
+    def _subnets(self) -> list[dict[str, Any]]:
+        if self.targets is None:
+            return [self._subnet()]
+        return [self._subnet(s.subnet_id, s.network.cidr, s.target.zone,
+                             s.network.name == (s.target.network or s.network.name), s.network.public,
+                             f"{s.target.name}/{s.network.name}" if not s.subnet_id == DEFAULT_SUBNET
+                             else "rehost local target")
+                for s in self.targets.subnets()]
+
+    def describe_availability_zones(self, ZoneNames: list[str] | None = None, ZoneIds: list[str] | None = None,
+                                    AllAvailabilityZones: bool | None = None, Filters: list[dict[str, Any]] | None = None,
+                                    DryRun: bool | None = None) -> dict[str, Any]:
+        """One zone per target; a target that does not answer is ``unavailable`` with the reason."""
+        prefix = "".join(w[0] for w in self.account.region.split("-")[:2]) + self.account.region.split("-")[-1]
+        zones = []
+        for n, (target, why) in enumerate(self.targets.zones() if self.targets else [], 1):
+            zone = {"ZoneName": target.zone, "ZoneId": f"{prefix}-az{n}", "State": "unavailable" if why else "available",
+                    "RegionName": self.account.region, "GroupName": self.account.region,
+                    "NetworkBorderGroup": self.account.region, "OptInStatus": "opt-in-not-required",
+                    "ZoneType": "availability-zone",
+                    "Messages": [{"Message": f"rehost target {target.name} ({target.url})"}]
+                    + ([{"Message": why}] if why else [])}
+            zones.append(zone)
+        for wanted, key in ((ZoneNames, "ZoneName"), (ZoneIds, "ZoneId")):
+            for value in wanted or []:
+                if value not in {z[key] for z in zones}:
+                    raise e.invalid_value(key, value, "Valid zones: " + ", ".join(z["ZoneName"] for z in zones))
+        zones = [z for z in zones if (not ZoneNames or z["ZoneName"] in ZoneNames)
+                 and (not ZoneIds or z["ZoneId"] in ZoneIds) and matches(z, Filters, ZONE_FILTERS)]
+        return {"AvailabilityZones": zones}
 
     def _vpc(self) -> dict[str, Any]:
         return {
@@ -110,12 +152,13 @@ class HostFacts:
 
     def describe_subnets(self, SubnetIds: list[str] | None = None, Filters: list[dict[str, Any]] | None = None,
                          MaxResults: int | None = None, NextToken: str | None = None) -> dict[str, Any]:
-        subnet = self._subnet()
+        subnets = self._subnets()
         for subnet_id in SubnetIds or []:
-            if subnet_id != subnet["SubnetId"]:
+            if subnet_id not in {s["SubnetId"] for s in subnets}:
                 raise e.Ec2NotFound("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist",
                                     subnet_id, "subnet")
-        page, token = paginate([s for s in [subnet] if matches(s, Filters, SUBNET_FILTERS)], MaxResults, NextToken)
+        subnets = [s for s in subnets if not SubnetIds or s["SubnetId"] in SubnetIds]
+        page, token = paginate([s for s in subnets if matches(s, Filters, SUBNET_FILTERS)], MaxResults, NextToken)
         return {"Subnets": page, "NextToken": token}
 
     def describe_vpcs(self, VpcIds: list[str] | None = None, Filters: list[dict[str, Any]] | None = None,

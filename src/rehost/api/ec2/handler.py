@@ -37,11 +37,12 @@ OPERATIONS = {
     "GetConsoleOutput": "get_console_output",
     "DescribeSecurityGroups": "describe_security_groups",
     "DescribeSubnets": "describe_subnets",
+    "DescribeAvailabilityZones": "describe_availability_zones",
     "DescribeVpcs": "describe_vpcs",
     "DescribeInstanceTypes": "describe_instance_types",
 }
 #: Those answered from rehost's own facts (`rehost.launch.describe.HostFacts`), not from its records.
-HOST_FACTS = {"DescribeSubnets", "DescribeVpcs", "DescribeInstanceTypes"}
+HOST_FACTS = {"DescribeSubnets", "DescribeVpcs", "DescribeInstanceTypes", "DescribeAvailabilityZones"}
 
 # Sigv4's codes -> EC2's: EC2 answers AuthFailure (401) for any credential it cannot validate.
 _AUTH_CODES = {"IncompleteSignatureException": ("IncompleteSignature", 400)}
@@ -52,7 +53,7 @@ class Ec2Api:
 
     def __init__(self, ec2: Ec2Service, authorizer: Authorizer) -> None:
         self.ec2 = ec2
-        self.facts = HostFacts(ec2.account)
+        self.facts = HostFacts(ec2.account, ec2.target)
         self.authorizer = authorizer
 
     async def __call__(self, request: Request) -> Response:
