@@ -29,7 +29,9 @@ from rehost.db.store import Store
 from rehost.errors import InvalidInput, NotFound, StorageError
 from rehost.fsutil import atomic_write, make_private
 from rehost.iam.users import IamDirectory
+from rehost.jobs import preflight
 from rehost.jobs.interfaces import SnapshotRef
+from rehost.jobs.preflight import PreflightWorker
 from rehost.jobs.runner import JobRunner
 from rehost.launch.launcher import TargetLauncher
 from rehost.launch.placement import Target, Targets
@@ -100,7 +102,12 @@ class ControlPlane:
         self.runner.launcher = TargetLauncher(self.ec2)
         self.runner.boot_timeout = settings.launch_boot_timeout
         self.runner.instance_sizer = make_sizer(self.ec2.default_version_data)
-        self.runner.converter = SnapshotConverter(settings.data_dir)
+        self.runner.converter = converter = SnapshotConverter(settings.data_dir)
+        # Pre-flight: every server's newest snapshot inspected once, read-only, before anyone launches it
+        # (loop devices and mounts: only when running as root), on the process that runs periodic work.
+        self.preflight = PreflightWorker(self.store, self.snapshots.latest_snapshot, converter.inspect,
+                                         settings.data_dir / "work", interval=min(30.0, 6 * settings.monitor_interval),
+                                         enabled=self.cluster.lead)
         self._installer_lock = threading.Lock()
         self._installer: Path | None = None
         self._stop = threading.Event()
@@ -127,6 +134,8 @@ class ControlPlane:
         self.runner.start()
         self._monitor = threading.Thread(target=self._watch, name="monitor", daemon=True)
         self._monitor.start()
+        if os.geteuid() == 0:
+            self.preflight.start()
 
     def _watch(self) -> None:
         """Every few seconds: restart dead replication servers, flag agents that went silent."""
@@ -205,6 +214,7 @@ class ControlPlane:
         self.iam.revoke_agent_credentials(server_id)
         with self.store.transaction() as conn:
             repo.delete_agent_records(conn, server_id)
+            repo.delete_doc(conn, preflight.KIND, server_id)
         self.ec2.delete_server_documents(server_id)
 
     def _collect_garbage(self) -> None:
@@ -263,10 +273,12 @@ class ControlPlane:
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=60)  # a pass in progress must not restart what stop_all stops
+        self.preflight.stop()
         self.runner.shutdown()
         self.replication.stop_all()
         self.cluster.close()
         self.store.close()
+
 
 
 def request_snapshot(settings: Settings, source_server_id: str, sync: bool, timeout: float = 600.0) -> str:

@@ -11,6 +11,7 @@ from rehost import errors, instancetypes
 from rehost.console import actions as act
 from rehost.console import launch_settings, pages_jobs, present
 from rehost.console.core import Ctx, Refused, form_number
+from rehost.jobs import preflight
 
 LIFECYCLE_FILTERS = ("NOT_READY", "READY_FOR_TEST", "TESTING", "READY_FOR_CUTOVER", "CUTTING_OVER", "CUTOVER",
                      "DISCONNECTED")
@@ -131,6 +132,7 @@ def server_detail(ctx: Ctx) -> Response:
         lt = launch_settings.template_view(ctx, server)
         values["comparison"] = _comparison(server, lt.get("instance_type"))
         values["ram"] = present.human_bytes((server.get("sourceProperties") or {}).get("ramBytes"))
+        values["preflight"] = preflight.load(ctx.cp.store, sid)
     elif tab == "launch":
         values["config"] = ctx.call("GetLaunchConfiguration", sourceServerID=sid)
         values["lt"] = launch_settings.template_view(ctx, server)

@@ -49,3 +49,15 @@ class SnapshotConverter:
         finally:
             for _, path in [(boot_device, export), *others]:
                 path.unlink(missing_ok=True)
+
+    def inspect(self, snapshot: SnapshotRef, boot_device: str, work_dir: Path) -> dict[str, object]:
+        """Pre-flight: what converting ``snapshot`` would do, or why it would fail, read in place from the
+        chunk store (nothing copied, nothing written); see `rehost.conversion.inspect`."""
+        import tempfile
+
+        from rehost.conversion.inspect import inspect_snapshot
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix="preflight-") as tmp:
+            return inspect_snapshot(self.data_dir, snapshot.source_server_id, snapshot.snapshot_id,
+                                    list(snapshot.disks), boot_device, Path(tmp)).as_dict()

@@ -22,6 +22,8 @@ from typing import BinaryIO
 from rehost.conversion import bootloaders, fstab, linux, lvm, storage
 from rehost.conversion.blockdev import CommandFailed, read_partitions, run
 from rehost.conversion.firmware import UEFI, add_removable_boot_path, disk_boot_modes
+from rehost.conversion.initramfs import add_virtio_drivers
+from rehost.conversion.network import fix_network
 from rehost.errors import ConversionError
 from rehost.jobs.interfaces import ConvertedDisk
 
@@ -152,56 +154,26 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
             vol = disks.resolve(spec, names, fstype)
             return f"UUID={vol.uuid}" if vol and vol.uuid else None
 
-        notes += _mount_system(disks, root, names)
+        notes += disks.mount_system(root, names)
         release = linux.os_release(root)
         os_name = release.get("PRETTY_NAME") or release.get("NAME", "Linux")
         notes.append(f"operating system: {os_name}")
         notes += fstab.fix_fstab(root, rename)
         notes += bootloaders.fix_boot_loaders(root, rename)
         notes += lvm.fix_guest_lvm(root)
-        notes += linux.fix_network(root)
+        notes += fix_network(root)
         notes += linux.remove_guest_tools(root)
         if hostname:
             notes += linux.set_hostname(root, hostname)
         else:
             with contextlib.suppress(OSError):
                 notes.append(f"hostname kept: {(root / 'etc/hostname').read_text().strip()}")
-        notes += linux.add_virtio_to_initramfs(root)
+        notes += add_virtio_drivers(root)
         if UEFI in boot_modes:
             notes += add_removable_boot_path(raw, parts)
         _copy_kernel(root, raw.parent / "vmlinuz")
         run(["sync"])
     return notes, root_vol.uuid, os_name, boot_modes
-
-
-#: Mount points conversion needs besides the root: the packages and their database, the kernels.
-SYSTEM_MOUNTS = ("/usr", "/var", "/boot")
-
-
-def _mount_system(disks: storage.Storage, root: Path, names: dict[str, int]) -> list[str]:
-    """Mount the guest's separate /usr, /var and /boot named in its fstab, so the boot loader, the
-    initramfs and the package database are edited where they live."""
-    notes = []
-    wanted = {mp: (spec, fstype) for spec, mp, fstype in fstab.entries(root) if mp in SYSTEM_MOUNTS}
-    for mp in SYSTEM_MOUNTS:
-        if mp not in wanted:
-            continue
-        spec, fstype = wanted[mp]
-        vol = disks.resolve(spec, names, fstype)
-        if vol is None:
-            raise ConversionError(f"{mp} is on {spec} (fstab), which is on no replicated disk")
-        subvol = next((o.removeprefix("subvol=") for o in _options(root, mp) if o.startswith("subvol=")), None)
-        disks.mount(vol, root / mp.lstrip("/"), subvol=subvol)
-        notes.append(f"{mp} on {vol.describe()}")
-    return notes
-
-
-def _options(root: Path, mountpoint: str) -> list[str]:
-    for line in (root / "etc/fstab").read_text(errors="replace").splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[1] == mountpoint and not fields[0].startswith("#"):
-            return fields[3].split(",")
-    return []
 
 
 def _copy_kernel(root: Path, dest: Path) -> None:

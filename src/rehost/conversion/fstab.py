@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from rehost.conversion.edits import backup
 
@@ -58,27 +59,30 @@ def disk_names(root: Path, boot_device: str, other_devices: Sequence[str]) -> di
     return names
 
 
-def entries(root: Path) -> list[tuple[str, str, str]]:
-    """(spec, mount point, type) of each line of the guest's /etc/fstab."""
+@overload
+def entries(root: Path) -> list[tuple[str, str, str]]: ...
+@overload
+def entries(root: Path, options: Literal[True]) -> list[tuple[str, str, str, str]]: ...
+def entries(root: Path, options: bool = False) -> list[Any]:
+    """(spec, mount point, type[, options]) of each line of the guest's /etc/fstab."""
     fstab = root / "etc/fstab"
     if not fstab.is_file():
         return []
-    out = []
+    out: list[Any] = []
     for line in fstab.read_text(errors="replace").splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#"):
-            out.append((fields[0], fields[1], fields[2] if len(fields) > 2 else ""))
+            row = (fields[0], fields[1], fields[2] if len(fields) > 2 else "", fields[3] if len(fields) > 3 else "")
+            out.append(row if options else row[:3])
     return out
 
 
-def fix_fstab(root: Path, rename: Rename) -> list[str]:
-    """Name every file system of the launched disks in /etc/fstab by UUID instead of a hardware-bound name;
-    a hardware-bound name that names nothing launched is kept and reported."""
+def _fstab_changes(root: Path, rename: Rename) -> tuple[list[str], str | None]:
     fstab = root / "etc/fstab"
     if not fstab.exists():
-        return ["no /etc/fstab"]
-    notes, out = [], []
-    for line in fstab.read_text().splitlines():
+        return ["no /etc/fstab"], None
+    notes, out, changed = [], [], False
+    for line in fstab.read_text(errors="replace").splitlines():
         fields = line.split()
         if fields and not fields[0].startswith("#") and hardware_bound(fields[0]):
             mountpoint = fields[1] if len(fields) > 1 else ""
@@ -86,12 +90,25 @@ def fix_fstab(root: Path, rename: Rename) -> list[str]:
             if new:
                 notes.append(f"fstab: {fields[0]} -> {new} ({mountpoint})")
                 line = line.replace(fields[0], new, 1)
+                changed = True
             else:
                 notes.append(f"fstab: WARNING {fields[0]} ({mountpoint}) names no disk that is launched; kept as is")
         out.append(line)
-    if any("->" in n for n in notes):
-        backup(fstab)
-        fstab.write_text("\n".join(out) + "\n")
+    return notes, "\n".join(out) + "\n" if changed else None
+
+
+def plan_fstab(root: Path, rename: Rename) -> list[str]:
+    """What `fix_fstab` would change (read-only)."""
+    return _fstab_changes(root, rename)[0]
+
+
+def fix_fstab(root: Path, rename: Rename) -> list[str]:
+    """Name every file system of the launched disks in /etc/fstab by UUID instead of a hardware-bound name;
+    a hardware-bound name that names nothing launched is kept and reported."""
+    notes, text = _fstab_changes(root, rename)
+    if text is not None:
+        backup(root / "etc/fstab")
+        (root / "etc/fstab").write_text(text)
     return notes
 
 

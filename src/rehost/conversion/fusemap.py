@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rehost.conversion.blockdev import CommandFailed, run
 from rehost.conversion.lvm import Extent
@@ -26,8 +26,36 @@ from rehost.errors import ConversionError
 log = logging.getLogger(__name__)
 
 
+class ReadSource(Protocol):
+    """A read-only file's bytes from elsewhere (a snapshot's disk in the chunk store)."""
+
+    size: int
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _Source:
+    """A `ReadSource` as a mapped file: reads served (one at a time), writes refused."""
+
+    def __init__(self, source: ReadSource) -> None:
+        self.source, self.size = source, source.size
+        self.fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
+
+    def io(self, offset: int, length: int, data: bytes | None = None) -> bytes | int:
+        if data is not None:
+            raise OSError(errno.EROFS, "read-only")
+        with self._lock:
+            return self.source.pread(offset, max(0, min(length, self.size - offset)))
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class _Mapped:
-    def __init__(self, extents: Sequence[Extent]) -> None:
+    def __init__(self, extents: Sequence[Extent], read_only: bool = False) -> None:
         self.extents = list(extents)
         self.starts = []
         pos = 0
@@ -35,7 +63,8 @@ class _Mapped:
             self.starts.append(pos)
             pos += e.length
         self.size = pos
-        self.fds = {p: os.open(p, os.O_RDWR) for p in {e.path for e in self.extents}}
+        self.read_only = read_only
+        self.fds = {p: os.open(p, os.O_RDONLY if read_only else os.O_RDWR) for p in {e.path for e in self.extents}}
 
     def io(self, offset: int, length: int, data: bytes | None = None) -> bytes | int:
         out, done = [], 0
@@ -56,23 +85,30 @@ class _Mapped:
 
     def close(self) -> None:
         for fd in self.fds.values():
-            os.fsync(fd)
+            if not self.read_only:
+                os.fsync(fd)
             os.close(fd)
 
 
 class MappedFiles:
-    """Mount ``files`` (name -> extents) at ``mountpoint`` until `close`; ``path(name)`` is each file."""
+    """Mount ``files`` (name -> extents, or a `ReadSource`) at ``mountpoint`` until `close`; ``path(name)``
+    is each file. ``read_only`` opens the extents' files read-only and refuses writes."""
 
-    def __init__(self, mountpoint: Path, files: Mapping[str, Sequence[Extent]]) -> None:
+    def __init__(self, mountpoint: Path, files: Mapping[str, Sequence[Extent] | ReadSource], *,
+                 read_only: bool = False) -> None:
         from fuse import FUSE, FuseOSError, Operations  # fusepy, over the host's libfuse2
 
         self.mountpoint = Path(mountpoint)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self.files = {name: _Mapped(extents) for name, extents in files.items()}
+        self.files: dict[str, _Mapped | _Source] = {
+            name: _Source(f) if hasattr(f, "pread") else _Mapped(f, read_only)  # type: ignore[arg-type]
+            for name, f in files.items()}
         files_ = self.files
         now = time.time()
 
         class Ops(Operations):  # type: ignore[misc]
+            use_ns = True
+
             def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
                 if path == "/":
                     return {"st_mode": stat.S_IFDIR | 0o700, "st_nlink": 2, "st_atime": now, "st_mtime": now,
@@ -80,7 +116,7 @@ class MappedFiles:
                 f = files_.get(path[1:])
                 if f is None:
                     raise FuseOSError(errno.ENOENT)
-                return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": f.size, "st_atime": now,
+                return {"st_mode": stat.S_IFREG | (0o400 if read_only else 0o600), "st_nlink": 1, "st_size": f.size, "st_atime": now,
                         "st_mtime": now, "st_ctime": now}
 
             def readdir(self, path: str, fh: Any) -> list[str]:
@@ -92,10 +128,16 @@ class MappedFiles:
                 return 0
 
             def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
-                return files_[path[1:]].io(offset, size)  # type: ignore[return-value]
+                try:
+                    return files_[path[1:]].io(offset, size)  # type: ignore[return-value]
+                except Exception as exc:  # a chunk that fails its check: the read fails, nothing is served
+                    log.error("read of %s at %d failed: %s", path, offset, exc)
+                    raise FuseOSError(errno.EIO) from exc
 
             def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
                 f = files_[path[1:]]
+                if read_only or isinstance(f, _Source):
+                    raise FuseOSError(errno.EROFS)
                 if offset + len(data) > f.size:
                     raise FuseOSError(errno.ENOSPC)
                 return f.io(offset, len(data), data)  # type: ignore[return-value]
@@ -109,7 +151,8 @@ class MappedFiles:
 
             def fsync(self, path: str, datasync: int, fh: Any) -> None:
                 for fd in files_[path[1:]].fds.values():
-                    os.fsync(fd)
+                    if not read_only:
+                        os.fsync(fd)
 
         self._thread = threading.Thread(
             target=lambda: FUSE(Ops(), str(self.mountpoint), foreground=True, nothreads=False,
@@ -131,10 +174,14 @@ class MappedFiles:
             f.close()
 
     def close(self) -> None:
-        try:
-            run(["umount", str(self.mountpoint)], timeout=60)
-        except CommandFailed as exc:
-            log.error("unmounting the FUSE map %s failed: %s", self.mountpoint, exc)
-            run(["umount", "--lazy", str(self.mountpoint)], timeout=60)
+        for attempt in range(20):  # a loop device just detached may hold the file a moment longer
+            try:
+                run(["umount", str(self.mountpoint)], timeout=60)
+                break
+            except CommandFailed as exc:
+                if attempt == 19:
+                    log.error("unmounting the FUSE map %s failed: %s", self.mountpoint, exc)
+                    run(["umount", "--lazy", str(self.mountpoint)], timeout=60)
+                time.sleep(0.1 * (attempt + 1))
         self._thread.join(timeout=30)
         self._close_files()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, run
+from rehost.conversion.edits import backup
 from rehost.errors import ConversionError
 
 #: Read-only LVM: no activation (there is no device-mapper), no devices file, no metadata backups.
@@ -129,17 +130,19 @@ _FILTER_RE = re.compile(r"^(\s*)((?:global_)?filter\s*=.*)$", re.M)
 _HW_IN_FILTER = re.compile(r"/dev/(?:[shv]d|xvd|nvme|disk/by-(?:id|path))")
 
 
-def fix_guest_lvm(root: Path) -> list[str]:
+def fix_guest_lvm(root: Path, *, dry_run: bool = False) -> list[str]:
     """Let the guest's LVM find its physical volumes on the target's disks.
 
     The devices file (``/etc/lvm/devices/system.devices``, RHEL 9's default) lists PVs by the source's
     device IDs, which no virtio disk has, so it is moved aside (LVM then scans every disk); a ``filter`` or
     ``global_filter`` in lvm.conf that names the source's disks (``/dev/sda``...) is commented out.
+    ``dry_run`` only says so.
     """
     notes = []
     devices = root / "etc/lvm/devices/system.devices"
     if devices.is_file():
-        devices.rename(devices.with_name(devices.name + ".rehost-source"))
+        if not dry_run:
+            devices.rename(devices.with_name(devices.name + ".rehost-source"))
         notes.append("lvm: moved aside /etc/lvm/devices/system.devices (it names the source's disks by their "
                      "hardware IDs)")
     conf = root / "etc/lvm/lvm.conf"
@@ -148,9 +151,8 @@ def fix_guest_lvm(root: Path) -> list[str]:
         new = _FILTER_RE.sub(lambda m: m.group(0) if not _HW_IN_FILTER.search(m.group(2))
                              else f"{m.group(1)}# rehost: the source's disks: {m.group(2)}", text)
         if new != text:
-            from rehost.conversion.edits import backup
-
-            backup(conf)
-            conf.write_text(new)
+            if not dry_run:
+                backup(conf)
+                conf.write_text(new)
             notes.append("lvm: /etc/lvm/lvm.conf device filter naming the source's disks commented out")
     return notes

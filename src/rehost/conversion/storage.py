@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rehost.conversion import lvm
+from rehost.conversion import fstab, lvm
 from rehost.conversion.blockdev import CommandFailed, Partition, loop_device, mounted, read_partitions
 from rehost.conversion.fusemap import MappedFiles
 from rehost.errors import ConversionError
@@ -29,6 +29,8 @@ from rehost.errors import ConversionError
 log = logging.getLogger(__name__)
 
 LUKS_MAGIC = b"LUKS\xba\xbe"
+#: Mount points conversion needs besides the root: the packages and their database, the kernels.
+SYSTEM_MOUNTS = ("/usr", "/var", "/boot")
 #: The file systems a Linux root can be converted on.
 ROOT_FS = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 #: Device names that follow the source's hardware (its bus, its disk order, its serial numbers).
@@ -124,6 +126,24 @@ class Storage:
         return self.stack.enter_context(mounted(volume.device, mountpoint, fstype=volume.fstype or None,
                                                 options=",".join(opts)))
 
+    def mount_system(self, root: Path, names: Mapping[str, int]) -> list[str]:
+        """Mount the guest's separate /usr, /var and /boot named in its fstab under ``root``, so the boot
+        loader, the initramfs and the package database are read (and edited) where they live."""
+        notes = []
+        wanted = {mp: (spec, fstype, opts) for spec, mp, fstype, opts in fstab.entries(root, options=True)
+                  if mp in SYSTEM_MOUNTS}
+        for mp in SYSTEM_MOUNTS:
+            if mp not in wanted:
+                continue
+            spec, fstype, opts = wanted[mp]
+            vol = self.resolve(spec, names, fstype)
+            if vol is None:
+                raise ConversionError(f"{mp} is on {spec} (fstab), which is on no replicated disk")
+            subvol = next((o.removeprefix("subvol=") for o in opts.split(",") if o.startswith("subvol=")), None)
+            self.mount(vol, root / mp.lstrip("/"), subvol=subvol)
+            notes.append(f"{mp} on {vol.describe()}")
+        return notes
+
     def find_root(self, tmp: Path) -> tuple[Volume, Path, str]:
         """Mount the volume holding the operating system (``/etc`` with an os-release) and return it, the
         mounted root, and its btrfs subvolume ("" if none); explain why none does when none does."""
@@ -215,7 +235,7 @@ def attached(disks: Sequence[Path], work: Path, *, read_only: bool = False) -> I
         mapped = {lv.mapper_name: lv.extents for lv in storage.lvs if len(lv.extents) > 1}
         fuse = None
         if mapped:
-            fuse = MappedFiles(work / "lvm-map", mapped)
+            fuse = MappedFiles(work / "lvm-map", mapped, read_only=read_only)
             stack.callback(fuse.close)
         for lv in storage.lvs:
             if not lv.extents:
