@@ -66,7 +66,7 @@ def test_extlinux_and_debian_grub_command_lines(tmp_path: Path) -> None:
 
 def test_redhat_grub2_bls_entries_and_grubenv(tmp_path: Path) -> None:
     write(tmp_path, "boot/grub2/grub.cfg", 'set kernelopts="root=/dev/mapper/rhel-root ro rd.lvm.lv=rhel/root"\n'
-          "insmod blscfg\nblscfg\n")
+          "insmod blscfg\nblscfg\nmenuentry old {\n  linux /vmlinuz-4.18 $kernelopts\n}\n")
     write(tmp_path, "boot/loader/entries/abc-5.14.0.conf",
           "title Red Hat Enterprise Linux\nlinux /vmlinuz-5.14.0\ninitrd /initramfs-5.14.0.img\n"
           "options root=/dev/mapper/rhel-root ro crashkernel=auto rd.lvm.lv=rhel/root\n")
@@ -88,6 +88,7 @@ def test_redhat_grub2_bls_entries_and_grubenv(tmp_path: Path) -> None:
     assert "saved_entry=abc-5.14.0\n" in grubenv
     assert 'set kernelopts="root=/dev/mapper/rhel-root ro rd.lvm.lv=rhel/root net.ifnames=0' in \
         (tmp_path / "boot/grub2/grub.cfg").read_text()
+    assert "  linux /vmlinuz-4.18 $kernelopts\n" in (tmp_path / "boot/grub2/grub.cfg").read_text()  # grubenv's
     assert "rd.lvm.lv=rhel/root net.ifnames=0" in (tmp_path / "etc/default/grub").read_text()
     assert bootloaders.fix_boot_loaders(tmp_path, rename) == []
 

@@ -1,8 +1,8 @@
-"""BootLoaderSpec entries (``/boot/loader/entries/*.conf``, RHEL 8+, Fedora) and GRUB's environment block.
+"""BootLoaderSpec entries (``/boot/loader/entries/*.conf``, RHEL 8+, Fedora), and GRUB's environment block.
 
 Each entry's ``options`` line is the kernel command line; on RHEL 8 it may be ``$kernelopts``, whose
-value lives in ``grubenv`` (``/boot/grub2/grubenv``): a 1024-byte block of ``name=value`` lines padded
-with ``#``, rewritten at exactly that size.
+value lives in ``grubenv`` (``/boot/grub2/grubenv``, fixed by `rehost.conversion.bootloaders.grub`): a
+1024-byte block of ``name=value`` lines padded with ``#``, rewritten at exactly that size (`fix_grubenv`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from rehost.conversion.fstab import Rename, fix_cmdline
 
 _OPTIONS = re.compile(r"^(options[ \t]+)(.*?)[ \t]*$", re.M)
 GRUBENV_SIZE = 1024
-GRUBENVS = ("boot/grub2/grubenv", "boot/grub/grubenv")
 
 
 class BootLoaderSpec(EditFixer):
@@ -30,12 +29,6 @@ class BootLoaderSpec(EditFixer):
             new = edit_lines(entry, _OPTIONS, rename, fix=_fix_options)
             if new is not None:
                 out.append(FileEdit(entry, new, f"boot loader: {rel(root, entry)}: options for the target"))
-        for name in GRUBENVS:
-            env = root / name
-            if env.is_file() and not env.is_symlink():
-                new = fix_grubenv(env.read_text(errors="replace"), rename)
-                if new is not None:
-                    out.append(FileEdit(env, new, f"boot loader: {rel(root, env)}: kernelopts for the target"))
         return out
 
 

@@ -1,7 +1,8 @@
 """GRUB 2 as Debian and Ubuntu install it (``/boot/grub``) and as RHEL and Fedora do (``/boot/grub2``).
 
 The generated ``grub.cfg`` is edited directly (its ``linux``/``linuxefi``/``linux16`` lines, and RHEL 8's
-``set kernelopts=`` fallback), and ``/etc/default/grub`` too, so a later ``update-grub`` or
+``set kernelopts=`` fallback), its ``grubenv``'s ``kernelopts`` (what ``$kernelopts`` expands to), and
+``/etc/default/grub`` too, so a later ``update-grub`` or
 ``grub2-mkconfig`` on the target keeps the change. ``GRUB_DISABLE_LINUX_UUID=true`` would make the next
 regeneration name the root by device again: it is turned off.
 """
@@ -12,6 +13,7 @@ import re
 from pathlib import Path
 
 from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines, rel
+from rehost.conversion.bootloaders.bls import fix_grubenv
 from rehost.conversion.fstab import Rename, fix_cmdline
 
 _LINUX = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*?)[ \t]*$", re.M)
@@ -29,13 +31,18 @@ class _Grub(EditFixer):
         out = []
         cfg = root / self.directory / "grub.cfg"
         text = cfg.read_text(errors="replace")
-        new = edit_lines(cfg, _LINUX, rename)
+        new = edit_lines(cfg, _LINUX, rename, fix=_fix_linux)
         if new is not None or _KERNELOPTS.search(text):
             tmp = new if new is not None else text
             fixed = _KERNELOPTS.sub(lambda m: m.group(1) + fix_cmdline(m.group(2), rename) + m.group(3), tmp)
             if fixed != text:
                 out.append(FileEdit(cfg, fixed, f"boot loader: {rel(root, cfg)}: kernel command lines for the "
                                     "target (root by UUID, net.ifnames=0, serial console)"))
+        env = root / self.directory / "grubenv"
+        if env.is_file() and not env.is_symlink():  # a link into the ESP (RHEL 8 on UEFI) is not reachable
+            new_env = fix_grubenv(env.read_text(errors="replace"), rename)
+            if new_env is not None:
+                out.append(FileEdit(env, new_env, f"boot loader: {rel(root, env)}: kernelopts for the target"))
         default = root / "etc/default/grub"
         if default.is_file():
             text = default.read_text(errors="replace")
@@ -44,6 +51,11 @@ class _Grub(EditFixer):
             if new != text:
                 out.append(FileEdit(default, new, "boot loader: /etc/default/grub command line for the target"))
         return out
+
+
+def _fix_linux(args: str, rename: Rename) -> str:
+    # "$kernelopts" alone is grubenv's, fixed there; anything beside it is a command line of its own.
+    return args if args.strip() == "$kernelopts" else fix_cmdline(args, rename)
 
 
 class GrubDebian(_Grub):
