@@ -70,3 +70,34 @@ def test_the_worker_inspects_each_newest_snapshot_once_in_place(minimal_image: P
     finally:
         store.close()
     assert not list((tmp_path / "work").glob("preflight-*"))  # nothing left behind
+
+
+def test_the_cli_inspects_any_retained_snapshot(minimal_image: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from rehost.cli.main import main
+    from rehost.config import load_settings
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(load_settings(data_dir=data_dir).db_url)
+    sid = "s-0123456789abcdef0"
+    with store.transaction() as conn:
+        repo.insert_server(conn, {"sourceServerID": sid, "arn": f"arn:aws:mgn:us-east-1:111122223333:source-server/{sid}",
+                                  "isArchived": False, "lifeCycle": {"state": "READY_FOR_TEST"}},
+                           store.next_seq(conn, "server"), None)
+    store.close()
+    with SnapshotStore.open(data_dir) as snapshots:
+        older = snapshots.create(sid, {"/dev/sda": VolumeSource(minimal_image, minimal_image.stat().st_size, None)},
+                                 datetime(2026, 11, 24, tzinfo=UTC))
+        blank = tmp_path / "blank.img"
+        blank.write_bytes(bytes(1 << 20))
+        snapshots.create(sid, {"/dev/sda": VolumeSource(blank, blank.stat().st_size, None)}, datetime.now(UTC))
+    args = ["preflight", sid, "--data-dir", str(data_dir)]
+    assert main(args) == 2 and "has not been inspected yet" in capsys.readouterr().err
+    assert main([*args, "--now"]) == 1  # the newest snapshot is a blank disk
+    assert "a launch would FAIL: the boot disk has no partition table" in capsys.readouterr().out
+    assert main([*args, "--snapshot-id", older.snapshot_id, "--output", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"convertible": true' in out and older.snapshot_id in out
+    assert main(["preflight", "s-fffffffffffffffff", "--data-dir", str(data_dir)]) != 0
+    assert "s-fffffffffffffffff" in capsys.readouterr().err

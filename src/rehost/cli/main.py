@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rehost.errors import RehostError
 
-GROUPS = ("server", "iam", "replication_server", "snapshot", "target", "demo", "bucket")
+GROUPS = ("server", "iam", "replication_server", "snapshot", "target", "demo", "bucket", "preflight")
 
 
 def build_parser() -> argparse.ArgumentParser:
