@@ -124,6 +124,10 @@ def run_test_job(env: LaunchEnv, server_id: str, disks: dict[str, Path], boot_ti
     store = env.local.store
     job_id = ids.new_id("mgnjob")
     now = ids.utcnow()
+    runner = JobRunner(store, data_dir / "work", snapshots=ImageSnapshots(data_dir, disks),
+                       converter=SnapshotConverter(data_dir), launcher=env.launcher, boot_timeout=boot_timeout)
+    # Created and claimed by this runner in one transaction: the running server's job poller never sees
+    # it PENDING, so it cannot run it instead.
     with store.transaction() as conn:
         repo.insert_job(conn, {
             "jobID": job_id, "arn": env.local.account.arn(f"job/{job_id}"), "type": JobType.LAUNCH.value,
@@ -131,10 +135,9 @@ def run_test_job(env: LaunchEnv, server_id: str, disks: dict[str, Path], boot_ti
             "status": JobStatus.PENDING.value,
             "participatingServers": [{"sourceServerID": server_id, "launchStatus": LaunchStatus.PENDING.value}],
         }, store.next_seq(conn, "job"), now)
-    runner = JobRunner(store, data_dir / "work", snapshots=ImageSnapshots(data_dir, disks),
-                       converter=SnapshotConverter(data_dir), launcher=env.launcher, boot_timeout=boot_timeout)
+        job = repo.claim_job(conn, job_id, runner.owner)
     try:
-        runner.run(job_id)
+        runner.run(job_id, job)
     finally:
         runner.shutdown()
     (job,) = env.mgn.describe_jobs(filters={"jobIDs": [job_id]})["items"]

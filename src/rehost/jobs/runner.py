@@ -151,7 +151,10 @@ class JobRunner:
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
             try:
-                self.take_over()
+                # With SQLite this process is the only server: what its former self left was failed at
+                # start-up, and a job another owner runs meanwhile is a runner of its own (a tool, a test).
+                if self.cluster is not None and not self.cluster.sole:
+                    self.take_over()
                 self._claim_waiting()
             except Exception:  # the poller must outlive any single failure (a database restart)
                 log.exception("job poll failed")
