@@ -100,7 +100,7 @@ class RhelIfcfg(ChangeFixer):
                 if proto.lower() != "dhcp":
                     lines = [line for line in lines if not re.match(r"\s*BOOTPROTO=", line)] + ["BOOTPROTO=dhcp"]
                 if proto.lower() != "dhcp" or dropped:
-                    what.append(f"BOOTPROTO {proto} -> dhcp" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
+                    what.append(f"DHCP on {TARGET_NIC}: BOOTPROTO {proto} -> dhcp" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
             target = f.path
             if f is nic:
                 for i, line in enumerate(lines):

@@ -95,7 +95,7 @@ class Ifupdown(ChangeFixer):
                 opt = lines[i].split()
                 if opt and opt[0] in _SOURCE_NETWORK:
                     lines[i] = "#" + lines[i] + "  # rehost: the source network's"
-            what[holder.file].append(f"{holder.name} inet {holder.method} -> dhcp"
+            what[holder.file].append(f"DHCP on {TARGET_NIC}: {holder.name} inet {holder.method} -> dhcp"
                                      + (f" (dropped {', '.join(dropped)})" if dropped else ""))
         for s in stanzas:
             if s.name == holder.name and s.family == "inet6" and s.method in ("static", "v4tunnel"):

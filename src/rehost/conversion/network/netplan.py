@@ -106,7 +106,7 @@ class Netplan(ChangeFixer):
             what = []
             entry = (net.get(kind) or {}).get(name)
             if isinstance(entry, dict) and (dropped := _to_dhcp(entry)):
-                what.append(f"{kind}.{name}: DHCP (was: {', '.join(dropped)})")
+                what.append(f"DHCP on {TARGET_NIC}: {kind}.{name}: dhcp4 (was: {', '.join(dropped)})")
             if eth and eth != TARGET_NIC and eth in (net.get("ethernets") or {}):
                 _rename(net, eth)
                 what.append(f"ethernets.{eth} -> {TARGET_NIC} (no MAC match, no set-name)")

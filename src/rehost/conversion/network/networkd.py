@@ -107,5 +107,5 @@ class Networkd(ChangeFixer):
         if not what:
             return []
         text = "\n".join(lines) + "\n"
-        return [Change(f"network: systemd-networkd: {rel(root, primary)}: " + "; ".join(what),
+        return [Change(f"network: systemd-networkd: {rel(root, primary)}: DHCP on {TARGET_NIC}: " + "; ".join(what),
                        lambda: write(primary, text))]

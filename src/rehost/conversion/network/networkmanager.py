@@ -104,7 +104,8 @@ class NetworkManagerKeyfiles(ChangeFixer):
                         else:
                             lines += ["", f"[{family}]", "method=auto"]
                     if switch or dropped:
-                        what.append((f"{family}.method {method} -> auto" if switch else family)
+                        what.append((f"DHCP on {TARGET_NIC}: " if family == "ipv4" else "")
+                                    + (f"{family}.method {method} -> auto" if switch else family)
                                     + (f" (dropped {', '.join(k for _, k in dropped)})" if dropped else ""))
             if prof is nic:
                 for i, s, k, v in ini_entries(lines):

@@ -1,0 +1,135 @@
+"""What the initramfs fixers share: the drivers the target needs, the guest's kernels, reading an image's
+module list in the guest's own tool, and rebuilding in a chroot.
+
+A fixer decides per kernel: nothing to do when every needed driver is in its image or built into the
+kernel, else a rebuild with the drivers added to the tool's configuration (kept there, so the guest's
+later kernel updates keep them). After a rebuild the image is listed again; a driver still missing, or a
+failed rebuild, raises `ConversionError` with the tool's last lines of error output.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rehost.conversion.blockdev import CommandFailed, chroot, chroot_mounts
+from rehost.errors import ConversionError
+
+#: What the target's disks need to be found at boot (virtio-blk, and virtio-scsi for targets using it).
+NEEDED = ("virtio_pci", "virtio_blk", "virtio_scsi")
+#: What conversion adds to the initramfs configuration.
+DRIVERS = ("virtio_blk", "virtio_pci", "virtio_scsi", "virtio_net")
+SUFFIX = ".rehost-source"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    version: str
+    image: Path  # the initramfs this kernel boots with (the guest's path, under root)
+
+
+def kernels(root: Path) -> list[str]:
+    """Kernel versions in /boot that have modules (a RHEL rescue kernel's generic image is left alone)."""
+    found = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
+    return [v for v in found if (root / "lib/modules" / v).is_dir() or (root / "usr/lib/modules" / v).is_dir()]
+
+
+def builtin(root: Path, version: str, module: str) -> bool:
+    """True when ``module`` is compiled into kernel ``version`` (then no image needs it)."""
+    for base in ("lib/modules", "usr/lib/modules"):
+        path = root / base / version / "modules.builtin"
+        if path.exists() and re.search(rf"/{re.escape(module)}\.ko\b", path.read_text(errors="replace")):
+            return True
+    return False
+
+
+def modules_in(listing: str) -> set[str]:
+    """Kernel module names in an image listing (``.../virtio_blk.ko``, ``.ko.xz``, ``.ko.zst``): paths only,
+    so a driver named in dracut's recorded arguments does not count."""
+    return set(re.findall(r"/([\w-]+)\.ko(?:\.\w+)?$", listing, re.M))
+
+
+def in_chroot(root: Path, argv: Sequence[str], what: str, timeout: float = 900) -> str:
+    """Run ``argv`` in the guest; on failure raise `ConversionError` naming ``what`` with its last lines."""
+    try:
+        return chroot(root, argv, timeout=timeout)
+    except CommandFailed as exc:
+        tail = "; ".join(line.strip() for line in exc.stderr.strip().splitlines()[-4:] if line.strip())
+        raise ConversionError(f"{what} failed (exit {exc.returncode}): {tail or 'no error output'}") from exc
+
+
+def keep_original(path: Path) -> None:
+    backup = path.with_name(path.name + SUFFIX)
+    if path.exists() and not backup.exists():
+        shutil.copy2(path, backup)
+
+
+class InitramfsFixer:
+    """One initramfs tool. Subclasses say how to find it, name images, list them, configure and rebuild."""
+
+    name = ""
+
+    def detect(self, root: Path) -> bool:
+        raise NotImplementedError
+
+    def image(self, root: Path, version: str) -> Path:
+        raise NotImplementedError
+
+    def list_argv(self, image: str) -> list[str]:
+        raise NotImplementedError
+
+    def configure(self, root: Path) -> list[str]:
+        """Add `DRIVERS` to the tool's configuration (idempotent); return notes."""
+        raise NotImplementedError
+
+    def rebuild_argv(self, root: Path, kernel: Kernel) -> list[str]:
+        raise NotImplementedError
+
+    def missing(self, root: Path, kernel: Kernel) -> list[str]:
+        """The `NEEDED` drivers neither in ``kernel``'s image nor built in (all of them if it has no image)."""
+        needed = [m for m in NEEDED if not builtin(root, kernel.version, m)]
+        if not needed or not kernel.image.is_file():
+            return needed
+        listing = in_chroot(root, self.list_argv("/" + str(kernel.image.relative_to(root))),
+                            f"listing {kernel.image.name}", timeout=300)
+        have = modules_in(listing)
+        return [m for m in needed if m not in have]
+
+    def _todo(self, root: Path) -> list[tuple[Kernel, list[str]]]:
+        vers = kernels(root)
+        if not vers:
+            raise ConversionError("no kernel found in /boot")
+        todo = [(k, self.missing(root, k)) for k in (Kernel(v, self.image(root, v)) for v in vers)]
+        return [(k, m) for k, m in todo if m]
+
+    def plan(self, root: Path) -> list[str]:
+        """What `fix` would do, one line per kernel (read-only: lists images in a chroot without mounts)."""
+        todo = self._todo(root)
+        if not todo:
+            return [f"initramfs: {self.name}: every kernel's image already has {', '.join(NEEDED)}: no rebuild"]
+        return [f"initramfs: {self.name}: rebuild {rel(root, k.image)} for kernel {k.version} "
+                f"(missing {', '.join(m)})" for k, m in todo]
+
+    def fix(self, root: Path) -> list[str]:
+        """Rebuild each image lacking a needed driver, then check it; raises `ConversionError`."""
+        with chroot_mounts(root):
+            todo = self._todo(root)
+            if not todo:
+                return [f"initramfs: {self.name}: every kernel's image already has {', '.join(NEEDED)}: no rebuild"]
+            notes = self.configure(root)
+            for kernel, missing in todo:
+                in_chroot(root, self.rebuild_argv(root, kernel), f"{self.name}: rebuilding the initramfs of {kernel.version}")
+                still = self.missing(root, kernel)
+                if still:
+                    raise ConversionError(f"the rebuilt initramfs {rel(root, kernel.image)} of kernel {kernel.version} "
+                                          f"still lacks {', '.join(still)}")
+                notes.append(f"initramfs: {self.name}: rebuilt {rel(root, kernel.image)} for kernel {kernel.version} "
+                             f"with {', '.join(missing)}")
+        return notes
+
+
+def rel(root: Path, path: Path) -> str:
+    return "/" + str(path.relative_to(root))
