@@ -181,6 +181,16 @@ def _grub_bios(disk: Path, prefix: str, modules: str) -> None:
             f.write(data)
 
 
+def _grub_modules(grub_dir: Path) -> None:
+    """GRUB's modules beside its configuration, as grub-install copies them: the core image loads
+    ``normal`` and the rest from there (the same GRUB build as the core image's, the host's)."""
+    dest = grub_dir / "i386-pc"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in Path("/usr/lib/grub/i386-pc").iterdir():
+        if f.suffix in (".mod", ".lst"):
+            shutil.copyfile(f, dest / f.name)
+
+
 def _grub_cfg(kernel_dir: str, ver: str, args: str) -> str:
     return (f"{SERIAL}set timeout=1\nset default=0\n\nmenuentry 'Linux {ver}' {{\n"
             f"  linux {kernel_dir}/vmlinuz-{ver} {args}\n  initrd {kernel_dir}/initrd.img-{ver}\n}}\n")
@@ -210,6 +220,7 @@ def _build_lvm(disks: list[Path], tmp: Path, tarball: Path, hostname: str, marke
                 ver = kernel_version(root)
                 _write(boot / "grub/grub.cfg",
                        _grub_cfg("", ver, f"root=/dev/mapper/ubuntu--vg-ubuntu--lv ro {CONSOLE}"))
+                _grub_modules(boot / "grub")
             _write(root / "etc/fstab", "/dev/mapper/ubuntu--vg-ubuntu--lv / ext4 errors=remount-ro 0 1\n"
                    "/dev/sda1 /boot ext4 defaults 0 2\n/dev/ubuntu-vg/swap_1 none swap sw 0 0\n")
     _grub_bios(disk, "(hd0,msdos1)/grub", "ext2")
@@ -286,6 +297,7 @@ def _build_btrfs(disks: list[Path], tmp: Path, tarball: Path, hostname: str, mar
             ver = kernel_version(top / "@")
             _write(top / "@/boot/grub/grub.cfg",
                    _grub_cfg("/@/boot", ver, f"root=/dev/sda1 rootflags=subvol=@ ro {CONSOLE}"))
+            _grub_modules(top / "@/boot/grub")
             _write(top / "@/etc/fstab", "/dev/sda1 / btrfs subvol=@ 0 0\n"
                    f"UUID={uuid} /home btrfs subvol=@home 0 0\nLABEL=swap none swap sw 0 0\n")
     _grub_bios(disk, "(hd0,msdos1)/@/boot/grub", "btrfs")
