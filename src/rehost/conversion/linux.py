@@ -2,9 +2,9 @@
 
 Network configuration and the initramfs have fixer packages of their own (`rehost.conversion.network`,
 `rehost.conversion.initramfs`). Each function takes the mounted root and returns notes (one line per
-change) for the job log. They are
-idempotent: running a conversion twice gives the same result. Files replaced are kept beside the
-originals with a ``.rehost-source`` suffix, so an operator can see what the source had.
+change) for the job log. They are idempotent: running a conversion twice gives the same result. Files
+replaced are kept beside the originals with a ``.rehost-source`` suffix, so an operator can see what the
+source had.
 """
 
 from __future__ import annotations
