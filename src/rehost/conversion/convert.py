@@ -160,7 +160,8 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
         notes.append(f"operating system: {os_name}")
         notes += fstab.fix_fstab(root, rename)
         notes += bootloaders.fix_boot_loaders(root, rename)
-        notes += lvm.fix_guest_lvm(root)
+        lvm_notes = lvm.fix_guest_lvm(root)  # the initramfs carries lvm.conf and the devices file
+        notes += lvm_notes
         notes += fix_network(root)
         notes += linux.remove_guest_tools(root)
         if hostname:
@@ -168,7 +169,7 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
         else:
             with contextlib.suppress(OSError):
                 notes.append(f"hostname kept: {(root / 'etc/hostname').read_text().strip()}")
-        notes += add_virtio_drivers(root)
+        notes += add_virtio_drivers(root, force=bool(lvm_notes))
         if UEFI in boot_modes:
             notes += add_removable_boot_path(raw, parts)
         _copy_kernel(root, raw.parent / "vmlinuz")

@@ -78,11 +78,12 @@ def _inspect(disks: Sequence[Path], boot_device: str, other_devices: Sequence[st
                                   "configuration on the root")
         plan += fstab.plan_fstab(root, rename)
         plan += bootloaders.plan_boot_loaders(root, rename)
-        plan += lvm.fix_guest_lvm(root, dry_run=True)
+        lvm_plan = lvm.fix_guest_lvm(root, dry_run=True)
+        plan += lvm_plan
         network_plan = network.plan_network(root)
         plan += network_plan
         tool = initramfs.fixer_for(root)
-        plan += tool.plan(root)
+        plan += tool.plan(root, force=bool(lvm_plan))
         return Inspection(convertible=True, os_name=os_name, root=plan[0].removeprefix("root file system on "),
                           boot_modes=modes, boot_loaders=loaders, initramfs=tool.name,
                           network=[f.name for f in network.detected(root)], plan=plan)

@@ -31,11 +31,12 @@ def fixer_for(root: Path) -> InitramfsFixer:
     return found[0]
 
 
-def plan_initramfs(root: Path) -> list[str]:
+def plan_initramfs(root: Path, force: bool = False) -> list[str]:
     """What `add_virtio_drivers` would do (read-only); raises `ConversionError` as it would."""
-    return fixer_for(root).plan(root)
+    return fixer_for(root).plan(root, force)
 
 
-def add_virtio_drivers(root: Path) -> list[str]:
-    """Put the virtio drivers in every kernel's initramfs; return notes; raises `ConversionError`."""
-    return fixer_for(root).fix(root)
+def add_virtio_drivers(root: Path, force: bool = False) -> list[str]:
+    """Put the virtio drivers in every kernel's initramfs (``force``: rebuild every image, as conversion
+    changed a file the images carry); return notes; raises `ConversionError`."""
+    return fixer_for(root).fix(root, force)

@@ -98,25 +98,26 @@ class InitramfsFixer:
         have = modules_in(listing)
         return [m for m in needed if m not in have]
 
-    def _todo(self, root: Path) -> list[tuple[Kernel, list[str]]]:
+    def _todo(self, root: Path, force: bool = False) -> list[tuple[Kernel, list[str]]]:
         vers = kernels(root)
         if not vers:
             raise ConversionError("no kernel found in /boot")
         todo = [(k, self.missing(root, k)) for k in (Kernel(v, self.image(root, v)) for v in vers)]
-        return [(k, m) for k, m in todo if m]
+        return [(k, m) for k, m in todo if m or force]
 
-    def plan(self, root: Path) -> list[str]:
+    def plan(self, root: Path, force: bool = False) -> list[str]:
         """What `fix` would do, one line per kernel (read-only: lists images in a chroot without mounts)."""
-        todo = self._todo(root)
+        todo = self._todo(root, force)
         if not todo:
             return [f"initramfs: {self.name}: every kernel's image already has {', '.join(NEEDED)}: no rebuild"]
         return [f"initramfs: {self.name}: rebuild {rel(root, k.image)} for kernel {k.version} "
-                f"(missing {', '.join(m)})" for k, m in todo]
+                f"({'missing ' + ', '.join(m) if m else 'the configuration it carries changed'})" for k, m in todo]
 
-    def fix(self, root: Path) -> list[str]:
-        """Rebuild each image lacking a needed driver, then check it; raises `ConversionError`."""
+    def fix(self, root: Path, force: bool = False) -> list[str]:
+        """Rebuild each image lacking a needed driver (every image with ``force``: conversion changed a
+        file the images carry, such as lvm.conf), then check it; raises `ConversionError`."""
         with chroot_mounts(root):
-            todo = self._todo(root)
+            todo = self._todo(root, force)
             if not todo:
                 return [f"initramfs: {self.name}: every kernel's image already has {', '.join(NEEDED)}: no rebuild"]
             notes = self.configure(root)
@@ -127,7 +128,7 @@ class InitramfsFixer:
                     raise ConversionError(f"the rebuilt initramfs {rel(root, kernel.image)} of kernel {kernel.version} "
                                           f"still lacks {', '.join(still)}")
                 notes.append(f"initramfs: {self.name}: rebuilt {rel(root, kernel.image)} for kernel {kernel.version} "
-                             f"with {', '.join(missing)}")
+                             f"with {', '.join(missing) or 'the configuration conversion changed'}")
         return notes
 
 
