@@ -107,7 +107,13 @@ class InitramfsFixer:
 
     def plan(self, root: Path, force: bool = False) -> list[str]:
         """What `fix` would do, one line per kernel (read-only: lists images in a chroot without mounts)."""
-        todo = self._todo(root, force)
+        try:
+            todo = self._todo(root, force)
+        except ConversionError as exc:  # e.g. the guest's tool cannot run on a read-only root without /dev
+            if not kernels(root):
+                raise
+            return [f"initramfs: {self.name}: images not listed here ({exc}); conversion checks them and rebuilds "
+                    f"any lacking {', '.join(NEEDED)}"]
         if not todo:
             return [f"initramfs: {self.name}: every kernel's image already has {', '.join(NEEDED)}: no rebuild"]
         return [f"initramfs: {self.name}: rebuild {rel(root, k.image)} for kernel {k.version} "
