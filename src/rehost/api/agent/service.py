@@ -99,6 +99,10 @@ class AgentService:
                     doc["dataReplicationInfo"] = self._initial_replication_info(noReplication)
                     doc["_replicationWanted"] = not noReplication
                     doc.pop("_launchable", None)
+                    config = doc["_replicationConfiguration"]
+                    if not config.get("replicatedDisks") and devices:  # a server imported before its agent
+                        config["replicatedDisks"] = tpl.replication_configuration_for(
+                            doc["sourceServerID"], config, devices)["replicatedDisks"]
                 repo.save_server(conn, doc)
                 is_new = False
             else:
@@ -132,30 +136,12 @@ class AgentService:
 
     def _new_server(self, conn: Any, hints: dict[str, Any], props: dict[str, Any] | None,
                     devices: list[dict[str, Any]], no_replication: bool, now: str | None) -> dict[str, Any]:
-        server_id = ids.new_id("s")
-        rct = repo.list_templates(conn, "replication")
-        lct = repo.list_templates(conn, "launch")
-        rct_doc = rct[0][1] if rct else tpl.DEFAULT_REPLICATION_TEMPLATE
-        lct_doc = lct[0][1] if lct else tpl.DEFAULT_LAUNCH_TEMPLATE
-        hostname = hints.get("hostname") or ""
-        doc: dict[str, Any] = {
-            "sourceServerID": server_id,
-            "arn": self.mgn.account.arn(f"source-server/{server_id}"),
-            "isArchived": False,
-            "replicationType": "AGENT_BASED",
-            "lifeCycle": {"state": LifeCycleState.NOT_READY.value, "addedToServiceDateTime": now,
-                          "lastSeenByServiceDateTime": now},
-            "dataReplicationInfo": self._initial_replication_info(no_replication),
-            "sourceProperties": self._properties(props, hints, devices),
-            "_replicationWanted": not no_replication,
-            "_replicationConfiguration": tpl.replication_configuration_for(server_id, rct_doc, devices),
-            "_launchDefaults": {"smallVolumeMaxSize": 0},
-        }
+        doc = self.mgn.new_server_doc(
+            conn, hostname=hints.get("hostname") or "", devices=devices, lifecycle_state=LifeCycleState.NOT_READY,
+            replication_info=self._initial_replication_info(no_replication),
+            properties=self._properties(props, hints, devices), replication_wanted=not no_replication, now=now)
         if hints.get("userProvidedID"):
             doc["userProvidedID"] = hints["userProvidedID"]
-        ec2_lt = self.mgn.hooks.create_ec2_launch_template(conn, server_id, hostname) \
-            if self.mgn.hooks.create_ec2_launch_template else ids.new_id("lt")
-        doc["_launchConfiguration"] = tpl.launch_configuration_for(server_id, hostname, lct_doc, ec2_lt)
         return doc
 
     def _properties(self, props: dict[str, Any] | None, hints: dict[str, Any], devices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -122,6 +122,9 @@ def resources_for(account_arn: str, params: dict[str, Any]) -> list[str]:
         named = [params[member]] if params.get(member) else []
         for resource_id in named + list(params.get(member + "s") or []):
             out.append(f"{account_arn}{arn_type}/{resource_id}")
+    for member, arn_type in (("importID", "import"), ("exportID", "export")):
+        if params.get(member):
+            out.append(f"{account_arn}{arn_type}/{params[member]}")
     if params.get("resourceArn"):
         out.append(params["resourceArn"])
     return out or ["*"]

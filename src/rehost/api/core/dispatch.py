@@ -15,6 +15,11 @@
 5. refuse with UninitializedAccountException before InitializeService;
 6. call the service, translating rehost's errors into MGN's error shapes once, here.
 
+The MGN features rehost leaves out on purpose (network migration, connectors, vCenter clients, remote
+source actions: `out_of_scope_reason`) are routed like the others, so a caller learns what any MGN
+operation answers on an uninitialized account (IAM on ``mgn:<Operation>``, then UninitializedAccountException),
+and then a ValidationException saying why rehost has no such thing; their input is not looked at.
+
 Every failure is an `AwsError`; the API answers it as JSON, the console shows its message.
 """
 
@@ -29,7 +34,7 @@ from botocore.model import OperationModel
 from rehost import errors
 from rehost.api.auth.authorize import Authorizer, request_context, resources_for
 from rehost.api.auth.sigv4 import VerifiedIdentity
-from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, uninitialized
+from rehost.api.core.errors import AwsError, from_rehost_error, not_implemented, out_of_scope, uninitialized
 from rehost.api.core.model import clean, service_model, validate
 from rehost.db import repo
 
@@ -61,6 +66,25 @@ def _tag_keys(call: Mapping[str, Any]) -> dict[str, str | list[str]]:
     return out
 
 
+#: Operation-name markers of the MGN features rehost leaves out, and why.
+OUT_OF_SCOPE: tuple[tuple[str, str], ...] = (
+    ("NetworkMigration", "AWS MGN's network migration analyses and recreates AWS networks; rehost migrates servers "
+                         "and launches them on its own targets, whose networks are set in launch templates."),
+    ("ImportFileEnrichment", "import file enrichment belongs to MGN's network migration, which rehost does not "
+                             "have; import inventory files with StartImport."),
+    ("Connector", "MGN connectors install agents remotely; with rehost, install the agent on each source server "
+                  "(the replication installer), so there are no connectors."),
+    ("VcenterClient", "rehost has no agentless replication from vCenter; install the agent on each source server, "
+                      "so there are no vCenter clients."),
+    ("RemoteSourceAction", "remote source actions run through MGN connectors, which rehost does not have."),
+)
+
+
+def out_of_scope_reason(operation: str) -> str | None:
+    """Why rehost leaves ``operation`` out, or None if it is not one of those left out on purpose."""
+    return next((reason for marker, reason in OUT_OF_SCOPE if marker in operation), None)
+
+
 class MgnDispatcher:
     """Validates, authorizes and runs MGN operations on one `MgnService` (see the module's docstring)."""
 
@@ -74,9 +98,13 @@ class MgnDispatcher:
         if name not in self.model.operation_names:
             raise AwsError("UnknownOperationException", f"Unknown operation {name}", 404)
         method = getattr(self.mgn, snake(name), None)
-        if method is None:
+        if method is None and out_of_scope_reason(name) is None:
             raise not_implemented(name)
-        return self.model.operation_model(name), method
+        return self.model.operation_model(name), method or self._out_of_scope
+
+    @staticmethod
+    def _out_of_scope(**params: Any) -> dict[str, Any]:
+        raise AssertionError("an operation out of rehost's scope is answered by dispatch")
 
     def resource_tags(self, resources: list[str]) -> dict[str, dict[str, str]]:
         """``aws:ResourceTag/<key>`` of each named resource, read in one transaction."""
@@ -91,6 +119,12 @@ class MgnDispatcher:
                  context: Context | None = None) -> dict[str, Any]:
         """Run `operation` with `params` (the model's member names) as `identity`; raise `AwsError`."""
         op, method = self.operation(operation)
+        reason = None if hasattr(self.mgn, snake(op.name)) else out_of_scope_reason(op.name)
+        if reason is not None:
+            self.authorizer.authorize(identity, f"mgn:{op.name}", ["*"], dict(context or {}), {})
+            if not self.mgn.is_initialized():
+                raise uninitialized()
+            raise out_of_scope(op.name, reason)
         shape = op.input_shape
         call: dict[str, Any] = {}
         if shape is not None:

@@ -41,6 +41,10 @@ def not_implemented(operation: str) -> AwsError:
     )
 
 
+def out_of_scope(operation: str, reason: str) -> AwsError:
+    return validation_error(f"{operation} is outside rehost's scope: {reason}", reason="other")
+
+
 def from_rehost_error(exc: errors.RehostError) -> AwsError:
     """Translate the rehost error tree into MGN's error shapes."""
     if isinstance(exc, errors.NotFound):

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 
 from rehost import ids
+from rehost.api.mgn.base import MgnBase
 from rehost.db import repo, schema
-from rehost.db.store import Store
 from rehost.domain import rollup
 from rehost.errors import Conflict, NotFound, QuotaExceeded
-
-if TYPE_CHECKING:
-    from rehost.api.mgn.service import Account
 
 MAX_ACTIVE = 200
 MAX_ARCHIVED = 10_000
@@ -40,7 +37,7 @@ SERVERS_PER_APPLICATION = 200
 APPLICATIONS_PER_WAVE = 1_000
 
 
-def _query_docs(conn: Connection, kind: str, *, ids: Sequence[str] | None = None,
+def query_docs(conn: Connection, kind: str, *, ids: Sequence[str] | None = None,
                 parents: Sequence[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
     """Documents of ``kind`` in creation order with their ``seq`` (for paging), by ID and by parent."""
     t = schema.documents
@@ -50,6 +47,15 @@ def _query_docs(conn: Connection, kind: str, *, ids: Sequence[str] | None = None
     if parents is not None:
         stmt = stmt.where(t.c.parent.in_(list(parents)))
     return [(int(r[0]), dict(r[1])) for r in conn.execute(stmt)]
+
+
+def servers_of_applications(conn: Connection, application_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The source server documents of each application (also DescribeSourceServers' ``applicationIDs``)."""
+    out: dict[str, list[dict[str, Any]]] = {app_id: [] for app_id in application_ids}
+    for _, server in repo.query_servers(conn):
+        if server.get("applicationID") in out:
+            out[server["applicationID"]].append(server)
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,12 +73,9 @@ APPLICATION = GroupKind("mgn-application", "app", "Application", "APPLICATION", 
 WAVE = GroupKind("mgn-wave", "wave", "Wave", "WAVE", "waveID", "waveAggregatedStatus")
 
 
-class GroupOps:
-    """Mixin of `MgnService` (it provides ``store`` and ``account``): the shared half of applications and
-    waves. The operations themselves are in `rehost.api.mgn.applications` and `rehost.api.mgn.waves`."""
-
-    store: Store
-    account: Account
+class GroupOps(MgnBase):
+    """Mixin of `MgnService`: the shared half of applications and waves. The operations themselves are in
+    `rehost.api.mgn.applications` and `rehost.api.mgn.waves`."""
 
     # -- records --------------------------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class GroupOps:
         repo.save_doc(conn, g.kind, doc[g.id_key], doc, seq=0, parent=parent)
 
     def _load_groups(self, conn: Connection, g: GroupKind, group_ids: Sequence[str]) -> list[dict[str, Any]]:
-        found = {doc[g.id_key]: doc for _, doc in _query_docs(conn, g.kind, ids=list(group_ids))}
+        found = {doc[g.id_key]: doc for _, doc in query_docs(conn, g.kind, ids=list(group_ids))}
         for group_id in group_ids:
             if group_id not in found:
                 raise NotFound(f"{g.noun} {group_id} not found.", resource_id=group_id, resource_type=g.resource_type)
@@ -117,14 +120,14 @@ class GroupOps:
 
     def _check_name(self, conn: Connection, g: GroupKind, name: str, own_id: str | None = None) -> None:
         folded = name.casefold()
-        for _, doc in _query_docs(conn, g.kind):
+        for _, doc in query_docs(conn, g.kind):
             if doc["name"].casefold() == folded and doc[g.id_key] != own_id:
                 raise self._conflict(g, doc[g.id_key], f"{g.noun} name {name!r} is already used by {doc[g.id_key]}; "
                                                        f"{g.noun.lower()} names are unique (case-insensitive).")
 
     def _check_quota(self, conn: Connection, g: GroupKind, archived: bool) -> None:
         limit = MAX_ARCHIVED if archived else MAX_ACTIVE
-        count = sum(1 for _, doc in _query_docs(conn, g.kind) if bool(doc.get("isArchived")) == archived)
+        count = sum(1 for _, doc in query_docs(conn, g.kind) if bool(doc.get("isArchived")) == archived)
         if count >= limit:
             state = "archived" if archived else "active"
             raise QuotaExceeded(f"At most {limit} {state} {g.noun.lower()}s are allowed.",
@@ -134,17 +137,23 @@ class GroupOps:
 
     def _create_group(self, g: GroupKind, name: str, description: str | None,
                       tags: dict[str, str] | None) -> dict[str, Any]:
+        with self.store.transaction() as conn:
+            doc = self._insert_group(conn, g, name, description, tags)
+            return self._present_in(conn, g, [doc])[0]
+
+    def _insert_group(self, conn: Connection, g: GroupKind, name: str, description: str | None,
+                      tags: dict[str, str] | None) -> dict[str, Any]:
+        """A new group in the caller's transaction (its name and the quota checked); its document."""
+        self._check_name(conn, g, name)
+        self._check_quota(conn, g, archived=False)
         group_id = ids.new_id(g.prefix)
         now = ids.iso(ids.utcnow())
         doc: dict[str, Any] = {g.id_key: group_id, "arn": self.account.arn(f"{g.noun.lower()}/{group_id}"),
                                "name": name, "description": description or "", "isArchived": False,
                                "creationDateTime": now, "lastModifiedDateTime": now}
-        with self.store.transaction() as conn:
-            self._check_name(conn, g, name)
-            self._check_quota(conn, g, archived=False)
-            repo.save_doc(conn, g.kind, group_id, doc, seq=self.store.next_seq(conn, g.kind))
-            repo.put_tags(conn, doc["arn"], tags or {})
-            return self._present_in(conn, g, [doc])[0]
+        repo.save_doc(conn, g.kind, group_id, doc, seq=self.store.next_seq(conn, g.kind))
+        repo.put_tags(conn, doc["arn"], tags or {})
+        return doc
 
     def _update_group(self, g: GroupKind, group_id: str, name: str | None, description: str | None) -> dict[str, Any]:
         with self.store.transaction() as conn:
@@ -194,7 +203,7 @@ class GroupOps:
         wanted_ids = filters.get(g.id_key + "s")
         wave_ids = filters.get("waveIDs") if g is APPLICATION else None
         with self.store.read() as conn:
-            rows = _query_docs(conn, g.kind, ids=wanted_ids or None, parents=wave_ids or None)
+            rows = query_docs(conn, g.kind, ids=wanted_ids or None, parents=wave_ids or None)
             rows = [(seq, doc) for seq, doc in rows
                     if (after is None or seq > after)
                     and (filters.get("isArchived") is None or bool(doc.get("isArchived")) == filters["isArchived"])]
@@ -206,6 +215,74 @@ class GroupOps:
             out["nextToken"] = repo.encode_token(page[-1][0])
         return out
 
+    # -- associations ----------------------------------------------------------------------------------
+
+    def _load_members_by_id(self, conn: Connection, g: GroupKind, member_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The documents of the named members-to-be of a ``g`` (servers of an application, applications of a
+        wave), loaded for update; ResourceNotFoundException for any that does not exist."""
+        if g is APPLICATION:
+            return [repo.load_server(conn, sid, for_update=True) for sid in dict.fromkeys(member_ids)]
+        return self._load_groups(conn, APPLICATION, member_ids)
+
+    def _save_member(self, conn: Connection, g: GroupKind, member: dict[str, Any]) -> None:
+        if g is APPLICATION:
+            repo.save_server(conn, member)
+        else:
+            self._save_group(conn, APPLICATION, member)
+
+    @staticmethod
+    def _member_conflict(g: GroupKind, member: dict[str, Any], message: str) -> Conflict:
+        key, rtype = ("sourceServerID", "SOURCE_SERVER") if g is APPLICATION else ("applicationID", "APPLICATION")
+        return Conflict(message, resource_id=member[key], resource_type=rtype)
+
+    def _associate(self, g: GroupKind, group_id: str, member_ids: Sequence[str]) -> dict[str, Any]:
+        """AssociateSourceServers / AssociateApplications: a member belongs to at most one group, an archived
+        one joins none; the whole request is refused (ConflictException) if one member cannot join."""
+        noun = self._member_noun(g)
+        article = "an" if noun[0] in "aeiou" else "a"
+        with self.store.transaction() as conn:
+            group = self._load_active(conn, g, group_id)
+            members = self._load_members_by_id(conn, g, member_ids)
+            for member in members:
+                member_id = member["sourceServerID"] if g is APPLICATION else member["applicationID"]
+                current = member.get(g.id_key)
+                if current and current != group_id:
+                    raise self._member_conflict(g, member, f"{noun.capitalize()} {member_id} already belongs to "
+                                                           f"{g.noun.lower()} {current}; {article} {noun} belongs to "
+                                                           f"at most one {g.noun.lower()}.")
+                if member.get("isArchived") and current != group_id:
+                    raise self._member_conflict(g, member, f"{noun.capitalize()} {member_id} is archived.")
+            joining = [member for member in members if member.get(g.id_key) != group_id]
+            self._check_capacity(conn, g, group_id, len(joining))
+            for member in joining:
+                member[g.id_key] = group_id
+                self._save_member(conn, g, member)
+            self._refresh_with_parent(conn, g, group)
+        return {}
+
+    def _disassociate(self, g: GroupKind, group_id: str, member_ids: Sequence[str]) -> dict[str, Any]:
+        """DisassociateSourceServers / DisassociateApplications: every member named must be in the group."""
+        noun = self._member_noun(g)
+        with self.store.transaction() as conn:
+            group = self._load_active(conn, g, group_id)
+            members = self._load_members_by_id(conn, g, member_ids)
+            for member in members:
+                if member.get(g.id_key) != group_id:
+                    member_id = member["sourceServerID"] if g is APPLICATION else member["applicationID"]
+                    raise self._member_conflict(g, member, f"{noun.capitalize()} {member_id} is not associated with "
+                                                           f"{g.noun.lower()} {group_id}.")
+            for member in members:
+                member.pop(g.id_key, None)
+                self._save_member(conn, g, member)
+            self._refresh_with_parent(conn, g, group)
+        return {}
+
+    def _refresh_with_parent(self, conn: Connection, g: GroupKind, group: dict[str, Any]) -> None:
+        """Record the new aggregated status of a group whose members changed, and of its wave if it has one."""
+        self._refresh(conn, g, [group[g.id_key]])
+        if g is APPLICATION and group.get("waveID"):
+            self._refresh(conn, WAVE, [group["waveID"]])
+
     # -- members and aggregated status ----------------------------------------------------------------
 
     @staticmethod
@@ -214,14 +291,11 @@ class GroupOps:
 
     def _members(self, conn: Connection, g: GroupKind, group_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """The member documents of each group: source servers of applications, applications of waves."""
-        out: dict[str, list[dict[str, Any]]] = {group_id: [] for group_id in group_ids}
         if g is APPLICATION:
-            for _, server in repo.query_servers(conn):
-                if server.get("applicationID") in out:
-                    out[server["applicationID"]].append(server)
-        else:
-            for _, app in _query_docs(conn, APPLICATION.kind, parents=list(group_ids)):
-                out[app["waveID"]].append(app)
+            return servers_of_applications(conn, group_ids)
+        out: dict[str, list[dict[str, Any]]] = {group_id: [] for group_id in group_ids}
+        for _, app in query_docs(conn, APPLICATION.kind, parents=list(group_ids)):
+            out[app["waveID"]].append(app)
         return out
 
     def _statuses(self, conn: Connection, g: GroupKind, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,10 +1,17 @@
-"""Replication and launch configuration templates: their defaults and the per-server copies."""
+"""Replication and launch configuration templates: their defaults, the per-server copies, and their
+operations (`TemplateOps`, a mixin of `MgnService`)."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 from typing import Any
+
+from sqlalchemy import Connection
+
+from rehost import ids
+from rehost.api.mgn.base import MgnBase, page
+from rehost.db import repo
 
 # What InitializeService creates, as MGN's console does (mgn-reference.md §8, hands-on Step 2):
 # t3.small replication servers, GP3 large staging disks, no throttling, private IP data plane routing.
@@ -82,3 +89,93 @@ def replication_server_key(config: dict[str, Any]) -> str:
         config.get("createPublicIP"), config.get("ebsEncryption"),
     )
     return hashlib.sha256(repr(relevant).encode()).hexdigest()[:32]
+
+
+class TemplateOps(MgnBase):
+    """Mixin of `MgnService`: InitializeService and the template operations, named after them."""
+
+    def is_initialized(self) -> bool:
+        return self.store.get_meta("initialized") == "1"
+
+    def initialize_service(self) -> dict[str, Any]:
+        with self.store.transaction() as conn:
+            if not repo.list_templates(conn, "replication"):
+                self._create_template(conn, "replication", "rct", "replication-configuration-template",
+                                      copy.deepcopy(DEFAULT_REPLICATION_TEMPLATE), {})
+            if not repo.list_templates(conn, "launch"):
+                self._create_launch_template(conn, copy.deepcopy(DEFAULT_LAUNCH_TEMPLATE), {})
+            self.store.set_meta(conn, "initialized", "1")
+        return {}
+
+    def _create_template(self, conn: Connection, kind: str, prefix: str, arn_type: str, doc: dict[str, Any],
+                         tags: dict[str, str]) -> dict[str, Any]:
+        template_id = ids.new_id(prefix)
+        id_key = "replicationConfigurationTemplateID" if kind == "replication" else "launchConfigurationTemplateID"
+        doc[id_key] = template_id
+        doc["arn"] = self.account.arn(f"{arn_type}/{template_id}")
+        repo.save_template(conn, kind, template_id, doc, seq=self.store.next_seq(conn, f"template:{kind}"))
+        repo.put_tags(conn, doc["arn"], tags)
+        return self._with_tags(conn, doc)
+
+    def _create_launch_template(self, conn: Connection, doc: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+        doc["ec2LaunchTemplateID"] = ids.new_id("lt")
+        return self._create_template(conn, "launch", "lct", "launch-configuration-template", doc, tags)
+
+    def _with_tags(self, conn: Connection, doc: dict[str, Any]) -> dict[str, Any]:
+        doc = dict(doc)
+        doc["tags"] = repo.get_tags(conn, doc["arn"])
+        return doc
+
+    def _describe_templates(self, kind: str, template_ids: list[str] | None, max_results: int | None,
+                            token: str | None) -> dict[str, Any]:
+        limit = max_results or 1000
+        with self.store.read() as conn:
+            rows = repo.list_templates(conn, kind, ids=template_ids, after_seq=repo.decode_token(token), limit=limit + 1)
+            items = [self._with_tags(conn, doc) for _, doc in rows[:limit]]
+        return page(items, rows, limit)
+
+    def _update_template(self, kind: str, template_id: str, params: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        with self.store.transaction() as conn:
+            doc = repo.load_template(conn, kind, template_id)
+            doc.update(pick(params, fields))
+            repo.save_template(conn, kind, template_id, doc)
+            return self._with_tags(conn, doc)
+
+    def _delete_template(self, kind: str, template_id: str) -> dict[str, Any]:
+        with self.store.transaction() as conn:
+            doc = repo.load_template(conn, kind, template_id)
+            repo.delete_template(conn, template_id)
+            repo.remove_tags(conn, doc["arn"])
+        return {}
+
+    def create_replication_configuration_template(self, **params: Any) -> dict[str, Any]:
+        tags = params.pop("tags", None) or {}
+        doc = pick(params, REPLICATION_FIELDS)
+        with self.store.transaction() as conn:
+            return self._create_template(conn, "replication", "rct", "replication-configuration-template", doc, tags)
+
+    def describe_replication_configuration_templates(self, replicationConfigurationTemplateIDs: list[str] | None = None,
+                                                     maxResults: int | None = None, nextToken: str | None = None) -> dict[str, Any]:
+        return self._describe_templates("replication", replicationConfigurationTemplateIDs, maxResults, nextToken)
+
+    def update_replication_configuration_template(self, replicationConfigurationTemplateID: str, **params: Any) -> dict[str, Any]:
+        return self._update_template("replication", replicationConfigurationTemplateID, params, REPLICATION_FIELDS)
+
+    def delete_replication_configuration_template(self, replicationConfigurationTemplateID: str) -> dict[str, Any]:
+        return self._delete_template("replication", replicationConfigurationTemplateID)
+
+    def create_launch_configuration_template(self, **params: Any) -> dict[str, Any]:
+        tags = params.pop("tags", None) or {}
+        doc = {**copy.deepcopy(DEFAULT_LAUNCH_TEMPLATE), **pick(params, LAUNCH_TEMPLATE_FIELDS)}
+        with self.store.transaction() as conn:
+            return self._create_launch_template(conn, doc, tags)
+
+    def describe_launch_configuration_templates(self, launchConfigurationTemplateIDs: list[str] | None = None,
+                                                maxResults: int | None = None, nextToken: str | None = None) -> dict[str, Any]:
+        return self._describe_templates("launch", launchConfigurationTemplateIDs, maxResults, nextToken)
+
+    def update_launch_configuration_template(self, launchConfigurationTemplateID: str, **params: Any) -> dict[str, Any]:
+        return self._update_template("launch", launchConfigurationTemplateID, params, LAUNCH_TEMPLATE_FIELDS)
+
+    def delete_launch_configuration_template(self, launchConfigurationTemplateID: str) -> dict[str, Any]:
+        return self._delete_template("launch", launchConfigurationTemplateID)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rehost.api.mgn.grouping import APPLICATION, WAVE, GroupOps
+from rehost.api.mgn.grouping import WAVE, GroupOps
 
 
 class WaveOps(GroupOps):
@@ -36,34 +36,7 @@ class WaveOps(GroupOps):
         return self._list_groups(WAVE, filters, maxResults, nextToken)
 
     def associate_applications(self, waveID: str, applicationIDs: list[str]) -> dict[str, Any]:
-        with self.store.transaction() as conn:
-            self._load_active(conn, WAVE, waveID)
-            apps = self._load_groups(conn, APPLICATION, applicationIDs)
-            for app in apps:
-                app_id, current = app["applicationID"], app.get("waveID")
-                if current and current != waveID:
-                    raise self._conflict(APPLICATION, app_id, f"Application {app_id} already belongs to wave {current}; "
-                                                              "an application belongs to at most one wave.")
-                if app.get("isArchived") and current != waveID:
-                    raise self._conflict(APPLICATION, app_id, f"Application {app_id} is archived.")
-            joining = [app for app in apps if app.get("waveID") != waveID]
-            self._check_capacity(conn, WAVE, waveID, len(joining))
-            for app in joining:
-                app["waveID"] = waveID
-                self._save_group(conn, APPLICATION, app)
-            self._refresh(conn, WAVE, [waveID])
-        return {}
+        return self._associate(WAVE, waveID, applicationIDs)
 
     def disassociate_applications(self, waveID: str, applicationIDs: list[str]) -> dict[str, Any]:
-        with self.store.transaction() as conn:
-            self._load_active(conn, WAVE, waveID)
-            apps = self._load_groups(conn, APPLICATION, applicationIDs)
-            for app in apps:
-                if app.get("waveID") != waveID:
-                    raise self._conflict(APPLICATION, app["applicationID"],
-                                         f"Application {app['applicationID']} is not associated with wave {waveID}.")
-            for app in apps:
-                app.pop("waveID", None)
-                self._save_group(conn, APPLICATION, app)
-            self._refresh(conn, WAVE, [waveID])
-        return {}
+        return self._disassociate(WAVE, waveID, applicationIDs)
