@@ -6,6 +6,7 @@ import functools
 import http.client
 import http.cookiejar
 import re
+import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -67,6 +68,19 @@ class ConsoleClient:
         data = urllib.parse.urlencode(form).encode()
         return self._open(urllib.request.Request(self.endpoint + path, data=data, method="POST",
                                                  headers={"content-type": "application/x-www-form-urlencoded"}))
+
+    def post_multipart(self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> Response:
+        """POST multipart/form-data, as a browser sends a form with a file input; ``files``: name -> (filename, bytes)."""
+        boundary = "----rehost" + secrets.token_hex(8)
+        parts: list[bytes] = []
+        for name, value in fields.items():
+            parts.append(f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+        for name, (filename, data) in files.items():
+            parts.append(f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                         f"content-type: text/csv\r\n\r\n".encode() + data + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self._open(urllib.request.Request(self.endpoint + path, data=body, method="POST",
+                                                 headers={"content-type": f"multipart/form-data; boundary={boundary}"}))
 
     def sign_in(self, key_id: str, secret: str) -> Response:
         page = self.get("/console/signin")

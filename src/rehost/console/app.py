@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -24,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from rehost.api.core.errors import AwsError
 from rehost.api.core.model import read_body
-from rehost.console import pages_apps, pages_jobs, pages_servers, pages_settings
+from rehost.console import pages_apps, pages_import, pages_jobs, pages_servers, pages_settings
 from rehost.console.core import HERE, SECURITY_HEADERS, Console, Ctx, Handler, Refused
 from rehost.console.session import COOKIE, PRE_COOKIE, SESSION_TTL, check_csrf
 
@@ -44,6 +45,7 @@ def _cookie_flags(request: Request) -> dict[str, bool | str]:
 
 
 FORM_MAX_BYTES = 256 * 1024  # the largest console form (user data in launch settings) is far below this
+UPLOAD_FORM_MAX_BYTES = 8 * 1024 * 1024 + 64 * 1024  # an import file (pages_import.UPLOAD_MAX_BYTES) and its form
 
 
 class FormTooLarge(Exception):
@@ -51,11 +53,23 @@ class FormTooLarge(Exception):
 
 
 async def read_form(request: Request) -> FormData:
-    """The posted form (application/x-www-form-urlencoded, all the console sends), read with a cap."""
+    """The posted form, read with a cap: application/x-www-form-urlencoded (FORM_MAX_BYTES), or
+    multipart/form-data (the import file upload; UPLOAD_FORM_MAX_BYTES)."""
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    cap = UPLOAD_FORM_MAX_BYTES if multipart else FORM_MAX_BYTES
     try:
-        body = await read_body(request.stream(), FORM_MAX_BYTES)
+        body = await read_body(request.stream(), cap)
     except AwsError as exc:
         raise FormTooLarge(exc.message) from exc
+    if multipart:
+        async def once() -> AsyncGenerator[bytes, None]:
+            yield body
+
+        try:
+            return await MultiPartParser(request.headers, once(), max_files=1, max_fields=20,
+                                         max_part_size=cap).parse()
+        except MultiPartException as exc:
+            raise FormTooLarge(f"The form could not be read: {exc.message}") from exc
     pairs: list[tuple[str, str | UploadFile]] = list(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     return FormData(pairs)
 
@@ -168,7 +182,7 @@ def console_app(cp: ControlPlane) -> Starlette:
         Route("/", page(console, home), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    for module in (pages_settings, pages_servers, pages_apps, pages_jobs):
+    for module in (pages_settings, pages_servers, pages_apps, pages_jobs, pages_import):
         for path, handler, methods in module.ROUTES:
             routes.append(Route(path, page(console, handler), methods=methods))
     return Starlette(routes=routes)

@@ -179,7 +179,7 @@ def server_row(server: dict[str, Any], now: datetime | None = None) -> dict[str,
     return {
         "id": server["sourceServerID"],
         "arn": server.get("arn", ""),
-        "hostname": hints.get("hostname") or hints.get("fqdn") or server["sourceServerID"],
+        "hostname": hints.get("hostname") or hints.get("fqdn") or server.get("userProvidedID") or server["sourceServerID"],
         "fqdn": hints.get("fqdn") or "",
         "state": state,
         "lifecycle": lifecycle_label(state),
