@@ -16,10 +16,8 @@ import sys
 from pathlib import Path
 
 from rehost.errors import RehostError
-from rehost.images.builder import build_source_image
+from rehost.images.builder import FLAVOR_PACKAGES, build_source_image, default_cache_dir
 from rehost.images.sourcevm import boot_source_vm
-
-DEFAULT_CACHE = Path.home() / ".cache" / "rehost" / "images"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or reuse the cached tree of) a bootable Debian source image")
     b.add_argument("--output", type=Path, required=True)
-    b.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    b.add_argument("--flavor", choices=("web", "minimal"), default="web")
+    b.add_argument("--cache-dir", type=Path, default=None,
+                   help="cached debootstrap trees (default: $REHOST_IMAGE_CACHE, else /var/cache/rehost-images as root)")
+    b.add_argument("--flavor", choices=tuple(FLAVOR_PACKAGES), default="web")
     b.add_argument("--size-gib", type=float, default=2)
     b.add_argument("--hostname", default="rehost-source")
     b.add_argument("--authorized-keys", type=Path, help="public key file for root's authorized_keys")
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "build":
             keys = args.authorized_keys.read_text() if args.authorized_keys else None
-            out = build_source_image(args.cache_dir, args.output, size_gib=args.size_gib, flavor=args.flavor,
+            out = build_source_image(args.cache_dir or default_cache_dir(), args.output, size_gib=args.size_gib, flavor=args.flavor,
                                      hostname=args.hostname, authorized_keys=keys, marker=args.marker)
             print(out)
         else:

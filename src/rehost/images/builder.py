@@ -37,10 +37,11 @@ from rehost.conversion.blockdev import (
     run,
 )
 from rehost.errors import RehostError
+from rehost.images.wordpress import install_wordpress
 
 log = logging.getLogger(__name__)
 
-Flavor = Literal["web", "minimal"]
+Flavor = Literal["web", "minimal", "wordpress"]
 Firmware = Literal["bios", "uefi"]
 SUITE = "bookworm"
 #: The source VM's NIC MAC; its network config is pinned to it (QEMU's default MAC).
@@ -54,13 +55,34 @@ RECIPE_VERSION = "3"
 # dbus lets systemd-logind run, which turns an ACPI power-button press into an orderly shutdown (EC2 stop).
 BASE_PACKAGES = ("systemd-sysv", "dbus", "linux-image-amd64", "python3", "openssh-server", "ifupdown",
                  "isc-dhcp-client", "iproute2", "netbase", "wget", "ca-certificates")
-FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {"web": ("nginx-light",), "minimal": ()}
+#: "wordpress" is the hands-on's own server: Apache, PHP and MariaDB from Debian with Debian's WordPress
+#: (php-xml for its XML-RPC endpoint, php-cli to install it at build time).
+FLAVOR_PACKAGES: dict[str, tuple[str, ...]] = {
+    "web": ("nginx-light",), "minimal": (),
+    "wordpress": ("apache2", "libapache2-mod-php", "php-cli", "php-mysql", "php-xml", "mariadb-server",
+                  "wordpress", "wordpress-theme-twentytwentythree"),
+}
+#: Bump a flavor's entry when its own customisation changes (the others' cached trees stay valid).
+FLAVOR_RECIPE = {"wordpress": "1"}
+#: The image cache's location unless a caller names one: this variable, else a machine-wide directory
+#: when running as root (it outlives a clone, so CI on the same machine builds each tree once).
+CACHE_ENV = "REHOST_IMAGE_CACHE"
 #: IDE/SATA (ata_piix on QEMU pc, ahci), SCSI disk, ext4: no virtio, so the disk vanishes on virtio.
 INITRAMFS_MODULES = ("ata_piix", "ata_generic", "ahci", "sd_mod", "ext4")
 
 
 class ImageBuildError(RehostError):
     """The source image could not be built."""
+
+
+def default_cache_dir() -> Path:
+    """Where debootstrap trees are cached: ``$REHOST_IMAGE_CACHE``, else ``/var/cache/rehost-images`` for
+    root (images are built as root), else ``~/.cache/rehost/images``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if os.geteuid() == 0:
+        return Path("/var/cache/rehost-images")
+    return Path.home() / ".cache" / "rehost" / "images"
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
@@ -83,7 +105,10 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
 
 def _cache_key(flavor: str, mirror: str) -> str:
     pkgs = sorted(BASE_PACKAGES + FLAVOR_PACKAGES[flavor])
-    blob = json.dumps({"suite": SUITE, "mirror": mirror, "packages": pkgs, "recipe": RECIPE_VERSION})
+    recipe: dict[str, object] = {"suite": SUITE, "mirror": mirror, "packages": pkgs, "recipe": RECIPE_VERSION}
+    if flavor in FLAVOR_RECIPE:
+        recipe["flavor_recipe"] = FLAVOR_RECIPE[flavor]
+    blob = json.dumps(recipe)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -164,6 +189,8 @@ def _customise_tree(tree: Path, flavor: str) -> None:
     _write(tree / "etc/initramfs-tools/conf.d/rehost-source.conf", "MODULES=list\n")
     _write(tree / "etc/initramfs-tools/modules", "".join(m + "\n" for m in INITRAMFS_MODULES))
     with chroot_mounts(tree):
+        if flavor == "wordpress":
+            install_wordpress(tree, SITE_MARKER)
         chroot(tree, ["update-initramfs", "-u", "-k", "all"])
         chroot(tree, ["apt-get", "clean"])
     shutil.rmtree(tree / "var/lib/apt/lists", ignore_errors=True)
@@ -197,7 +224,7 @@ def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, fl
     written there (MBR, ext4), mounted through fstab as ``/dev/sdb1``. Raises `ImageBuildError`.
     """
     if flavor not in FLAVOR_PACKAGES:
-        raise ImageBuildError(f"unknown image flavor {flavor!r} (web, minimal)")
+        raise ImageBuildError(f"unknown image flavor {flavor!r} ({', '.join(FLAVOR_PACKAGES)})")
     if firmware not in ("bios", "uefi"):
         raise ImageBuildError(f"unknown firmware {firmware!r} (bios, uefi)")
     tarball = cached_tree(Path(cache_dir), flavor)
@@ -215,7 +242,7 @@ def build_source_image(cache_dir: Path, output: Path, *, size_gib: float = 2, fl
             run(["mkfs.ext4", "-q", "-O", "^64bit", str(dev)])
             with mounted(dev, Path(tmp) / "root") as root:
                 # Excluded at extraction, not deleted after: deleted blocks would stay in the raw image.
-                excludes = [f"--exclude={p}" for p in _SLIM_EXCLUDES] if flavor == "minimal" else []
+                excludes = [f"--exclude={p}" for p in _SLIM_EXCLUDES] if flavor in SLIM_FLAVORS else []
                 if data_partial:
                     excludes.append("--exclude=./var/www/*")
                 run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", *excludes, "-xf", str(tarball)],
@@ -334,6 +361,8 @@ def _personalise(root: Path, hostname: str, authorized_keys: str | None, marker:
     _write(root / "etc/machine-id", hashlib.sha256(os.urandom(16)).hexdigest()[:32] + "\n", 0o444)
 
 
+#: The flavors built without `_SLIM_EXCLUDES` (fewer blocks to replicate and convert).
+SLIM_FLAVORS = ("minimal", "wordpress")
 #: What the minimal flavor leaves out: hardware no VM has, documentation, translations (about 200 MB), so
 #: the end-to-end tests replicate and convert less.
 _SLIM_EXCLUDES = tuple(f"./usr/lib/modules/*/kernel/{rel}" for rel in (

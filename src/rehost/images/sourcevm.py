@@ -62,7 +62,8 @@ def wait_http(url: str, timeout: float, expect: str = "", alive: object = None) 
         if callable(alive) and not alive():
             raise TargetError(f"the VM exited before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            # A PHP page (the WordPress flavor) takes seconds under TCG on a loaded machine.
+            with urllib.request.urlopen(url, timeout=60) as resp:
                 body = resp.read().decode(errors="replace")
                 if resp.status == 200 and expect in body:
                     return body
