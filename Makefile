@@ -10,7 +10,7 @@ deps:
 	@scripts/install-deps.sh
 
 demo: deps
-	$(PY) -m rehost.cli.main demo --work-dir $(CURDIR)/.cache/demo --cache-dir $(CURDIR)/.cache/rehost-images
+	$(PY) -m rehost.cli.main demo --work-dir $(CURDIR)/.cache/demo
 
 # The whole suite: unit, API (SQLite and PostgreSQL), replication, conversion and end-to-end VMs.
 test: deps

@@ -18,8 +18,7 @@ import pytest
 from console.httpclient import ConsoleClient
 from helpers import processes_with
 from rehost.demo.flow import Demo
-
-CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "rehost-images"
+from rehost.images.builder import default_cache_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -40,7 +39,7 @@ def test_the_seed_migration_end_to_end(tmp_path: Path) -> None:
         assert url.rstrip("/").removeprefix("http://") in page
         seen_in_console.append(kind)
 
-    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.0, cache_dir=CACHE_DIR, out=lines.append,
+    demo = Demo(work_dir=tmp_path, flavor="minimal", size_gib=1.0, cache_dir=default_cache_dir(), out=lines.append,
                 after_launch=console_shows_the_instance)
     failures = demo.run()
     print("\n".join(lines))

@@ -1,7 +1,8 @@
 """Session fixtures: real Debian source images, built once per session from the cached debootstrap tree.
 
-The tree is cached under the repository's ``.cache/rehost-images`` (git-ignored), so only the first run
-on a machine pays for debootstrap (about 90 s); each image then takes a few seconds.
+The tree is cached where `default_cache_dir` says (``$REHOST_IMAGE_CACHE``, else
+``/var/cache/rehost-images`` as root: outside the clone, so CI on one machine builds it once), so only the
+first run on a machine pays for debootstrap (about 90 s); each image then takes a few seconds.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rehost.images.builder import build_source_image
+from rehost.images.builder import build_source_image, default_cache_dir
 
-CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "rehost-images"
+CACHE_DIR = default_cache_dir()
 MARKER = "converted-by-rehost-test"
 
 

@@ -11,8 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--work-dir", type=Path, default=Path(".cache/demo"),
                    help="where images (cached between runs), VMs and the demo's data directory go")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="where debootstrap trees are cached between runs (default: WORK_DIR/cache)")
-    p.add_argument("--flavor", default="web", choices=["web", "minimal"], help="source image flavor")
+                   help="where debootstrap trees are cached between runs (default: $REHOST_IMAGE_CACHE, else "
+                        "/var/cache/rehost-images as root)")
+    p.add_argument("--flavor", default="wordpress", choices=["wordpress", "web", "minimal"],
+                   help="source image flavor (wordpress: the hands-on's WordPress site on Apache, PHP, MariaDB)")
     p.set_defaults(func=run)
 
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rehost.console.present import duration_seconds
 from rehost.errors import RehostError
+from rehost.images.builder import SITE_MARKER
 
 GUEST_HOST_IP = "10.0.2.100"  # where the source VM reaches the host's loopback services (guestfwd)
 
@@ -49,9 +51,10 @@ class Step:
 @dataclass
 class Demo:
     work_dir: Path
-    flavor: str = "web"
+    flavor: str = "wordpress"
     size_gib: float = 2.0
-    cache_dir: Path | None = None  # debootstrap trees, shared between runs (and with the tests)
+    # Debootstrap trees, shared between runs and with the tests (default: `images.builder.default_cache_dir`).
+    cache_dir: Path | None = None
     # Called after each instance's site was checked, with (demo, "test" | "cutover", instance ID, URL):
     # lets a test look at the same moment through another door (the web console).
     after_launch: Callable[[Demo, str, str, str], None] | None = None
@@ -126,7 +129,8 @@ class Demo:
 
     @staticmethod
     def _get(url: str) -> str:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        # PHP pages under TCG can take seconds, the first after boot longer.
+        with urllib.request.urlopen(url, timeout=60) as resp:
             return resp.read().decode(errors="replace")
 
     # -- the flow -----------------------------------------------------------------------------------------
@@ -153,14 +157,14 @@ class Demo:
         return self.failures
 
     def _run(self) -> None:
-        from rehost.images.builder import build_source_image
+        from rehost.images.builder import build_source_image, default_cache_dir
         from rehost.images.sourcevm import boot_source_vm
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         run_dir = self.work_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir.mkdir()
         self.data_dir = run_dir / "data"
-        cache = self.cache_dir or self.work_dir / "cache"
+        cache = self.cache_dir or default_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
 
         with self.step("Prepare an ssh key for the source server"):
@@ -193,7 +197,11 @@ class Demo:
                                      host_services={self.cp_port: self.cp_port, self.rs_port: self.rs_port})
             self._cleanups.append(self.vm.stop)
             page = self._wait("the source's site", lambda: self._get(self.vm.url), 300)
-            self.check("rehost" in page.lower() or "<html" in page.lower(), "the source server serves its site")
+            if self.flavor == "wordpress":
+                self.check(SITE_MARKER in page and 'content="WordPress' in page,
+                           f"the source server serves its WordPress site ({SITE_MARKER!r})")
+            else:
+                self.check(SITE_MARKER in page, "the source server serves its site")
             self.source_page = page
 
         with self.step("Step 1: create MGNuser with AWSApplicationMigrationAgentPolicy and an access key"):
@@ -234,9 +242,18 @@ class Demo:
                          f"{100 * done / total:5.1f}% lag={info.get('lagDuration', '-')}")
                 return s["lifeCycle"]["state"] == "READY_FOR_TEST"
             self._wait("READY_FOR_TEST", ready, 1800, 10)
-            self.marker = f"written-after-initial-sync-{int(time.time())}"
-            self._ssh(f"echo '<p>{self.marker}</p>' >> /var/www/html/index.html && sync")
-            self.check(self.marker in self._get(self.vm.url), "the source serves content written after the initial sync")
+
+        if self.flavor == "wordpress":
+            self._publish_post()
+        else:
+            with self.step("Write new content on the source while replication runs"):
+                self.marker = f"written-after-initial-sync-{int(time.time())}"
+                self._ssh(f"echo '<p>{self.marker}</p>' >> /var/www/html/index.html && sync")
+                self.check(self.marker in self._get(self.vm.url),
+                           "the source serves content written after the initial sync")
+
+        with self.step("Wait for replication to catch up (continuous, lag under 30 s)"):
+            self._wait("replication to catch up", self._caught_up, 600, 5)
 
         with self.step("Step 5: turn right-sizing off and make a t3.micro launch template version the default"):
             self.mgn.update_launch_configuration(sourceServerID=self.server_id, targetInstanceTypeRightSizingMethod="NONE")
@@ -269,6 +286,30 @@ class Demo:
             self.check(s["dataReplicationInfo"]["dataReplicationState"] == "DISCONNECTED", "data replication is DISCONNECTED")
             s = self.mgn.mark_as_archived(sourceServerID=self.server_id)
             self.check(s["isArchived"] is True, "the server is archived")
+
+    def _publish_post(self) -> None:
+        """Publish a post through WordPress itself on the running source: it lives only in MariaDB."""
+        from rehost.images.wordpress import ADMIN_PASSWORD_FILE, publish_post
+
+        with self.step("Publish a WordPress post on the source (XML-RPC wp.newPost) while replication runs"):
+            password = self._ssh(f"cat {ADMIN_PASSWORD_FILE}").strip()
+            self.marker = f"Published while replicating {time.strftime('%H:%M:%S')}"
+            self.post_id = publish_post(self.vm.url, password, self.marker,
+                                        "Written to MariaDB on the source after the initial sync.")
+            self.out(f"            post {self.post_id}: {self.marker!r}")
+            self.check(self.marker in self._get(f"{self.vm.url}?p={self.post_id}"),
+                       f"the source serves post {self.post_id} at /?p={self.post_id}")
+            self.check(self.marker in self._get(self.vm.url), "the source's front page lists the new post")
+
+    def _caught_up(self) -> bool:
+        s = self.mgn.describe_source_servers(filters={"sourceServerIDs": [self.server_id]})["items"][0]
+        info = s.get("dataReplicationInfo", {})
+        backlog = sum(d.get("backloggedStorageBytes", 0) for d in info.get("replicatedDisks", []))
+        lag = duration_seconds(info.get("lagDuration"))
+        self.out(f"            {info.get('dataReplicationState', '-'):<13} lag={info.get('lagDuration', '-')} "
+                 f"backlog={backlog} B")
+        # The site keeps writing, so some backlog is always in flight; the launch's own snapshot syncs it.
+        return info.get("dataReplicationState") == "CONTINUOUS" and lag is not None and lag < 30
 
     def _terminate(self, instance_id: str) -> None:
         """Terminate a launched instance unless it already is (the test instance is, by Step 6)."""
@@ -312,8 +353,15 @@ class Demo:
             url = _public_url(reservation, address)
             self.out(f"            {instance_id} is at {url}")
             page = self._wait(f"the {kind} instance's site", lambda: self._get(url), 600, 5)
-            self.check(self.marker in page, f"the {kind} instance serves the source's content, including what was "
-                                            "written after the initial sync")
+            if self.flavor == "wordpress":
+                self.check(SITE_MARKER in page and self.marker in page,
+                           f"the {kind} instance's WordPress front page lists the post {self.marker!r}")
+                post = self._get(f"{url}?p={self.post_id}")
+                self.check(self.marker in post, f"the {kind} instance serves post {self.post_id} (/?p={self.post_id}) "
+                                                "from its MariaDB database")
+            else:
+                self.check(self.marker in page, f"the {kind} instance serves the source's content, including what "
+                                                "was written after the initial sync")
             if self.after_launch is not None:
                 self.after_launch(self, kind, instance_id, url)
 
@@ -326,7 +374,7 @@ def _public_url(instance: dict[str, Any], address: str) -> str:
     raise DemoFailed(f"instance {instance.get('InstanceId')} has no forwarded port 80")
 
 
-def main(work_dir: Path, flavor: str = "web", cache_dir: Path | None = None) -> int:
+def main(work_dir: Path, flavor: str = "wordpress", cache_dir: Path | None = None) -> int:
     if os.geteuid() != 0:
         raise DemoFailed("the demo builds disk images with loop devices: run it as root")
     for tool in ("qemu-system-x86_64", "ssh", "debootstrap"):
