@@ -13,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where debootstrap trees are cached between runs (default: $REHOST_IMAGE_CACHE, else "
                         "/var/cache/rehost-images as root)")
-    p.add_argument("--flavor", default="wordpress", choices=["wordpress", "web", "minimal"],
-                   help="source image flavor (wordpress: the hands-on's WordPress site on Apache, PHP, MariaDB)")
+    # WordPress (the hands-on's own server) is not yet the default: no run of it has reached the cutover.
+    p.add_argument("--flavor", default="web", choices=["web", "wordpress", "minimal"],
+                   help="source image flavor (web: nginx; wordpress: the hands-on's WordPress site on Apache, PHP, "
+                        "MariaDB, not yet verified through cutover)")
     p.set_defaults(func=run)
 
 

@@ -51,7 +51,7 @@ class Step:
 @dataclass
 class Demo:
     work_dir: Path
-    flavor: str = "wordpress"
+    flavor: str = "web"
     size_gib: float = 2.0
     # Debootstrap trees, shared between runs and with the tests (default: `images.builder.default_cache_dir`).
     cache_dir: Path | None = None
@@ -374,7 +374,7 @@ def _public_url(instance: dict[str, Any], address: str) -> str:
     raise DemoFailed(f"instance {instance.get('InstanceId')} has no forwarded port 80")
 
 
-def main(work_dir: Path, flavor: str = "wordpress", cache_dir: Path | None = None) -> int:
+def main(work_dir: Path, flavor: str = "web", cache_dir: Path | None = None) -> int:
     if os.geteuid() != 0:
         raise DemoFailed("the demo builds disk images with loop devices: run it as root")
     for tool in ("qemu-system-x86_64", "ssh", "debootstrap"):
