@@ -175,6 +175,8 @@ class MappedFiles:
 
     def close(self) -> None:
         for attempt in range(20):  # a loop device just detached may hold the file a moment longer
+            if not os.path.ismount(self.mountpoint):
+                break
             try:
                 run(["umount", str(self.mountpoint)], timeout=60)
                 break

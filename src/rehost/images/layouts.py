@@ -252,7 +252,11 @@ def _build_rhel(disks: list[Path], tmp: Path, tarball: Path, hostname: str, mark
                     shutil.move(item, boot / item.name)
                 ver = kernel_version(root)
                 _write(boot / "grub2/grub.cfg",
-                       f"{SERIAL}set timeout=1\nset default=0\nload_env\n\nmenuentry 'Linux {ver}' {{\n"
+                       f"{SERIAL}set timeout=1\nset default=0\n"
+                       # RHEL's own grub.cfg reads grubenv beside itself
+                       "if [ -f ${config_directory}/grubenv ]; then\n  load_env -f ${config_directory}/grubenv\n"
+                       "elif [ -s $prefix/grubenv ]; then\n  load_env\nfi\n\n"
+                       f"menuentry 'Linux {ver}' {{\n"
                        f"  linux /vmlinuz-{ver} $kernelopts\n  initrd /initrd.img-{ver}\n}}\n")
                 env = ("# GRUB Environment Block\nkernelopts=root=/dev/mapper/rhel-root ro rd.lvm.lv=rhel/root "
                        f"rd.lvm.lv=rhel/swap {CONSOLE}\n")
@@ -267,8 +271,8 @@ def _build_rhel(disks: list[Path], tmp: Path, tarball: Path, hostname: str, mark
 def _esp(disk: Path, offset: int, size: int, tmp: Path, boot_uuid: str) -> str:
     """An ESP holding GRUB only under the vendor's directory (``/EFI/redhat``), as RHEL installs it."""
     stub, efi, esp = tmp / "stub.cfg", tmp / "grubx64.efi", tmp / "esp.img"
-    stub.write_text(f"search --no-floppy --fs-uuid --set=root {boot_uuid}\nset prefix=($root)/grub2\n"
-                    "configfile ($root)/grub2/grub.cfg\n")
+    # The modules stay in the binary's memdisk ($prefix); the configuration and grubenv are on /boot.
+    stub.write_text(f"search --no-floppy --fs-uuid --set=root {boot_uuid}\nconfigfile ($root)/grub2/grub.cfg\n")
     run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(efi), "--modules=part_gpt xfs serial loadenv",
          f"boot/grub/grub.cfg={stub}"], timeout=300)
     run(["mkfs.vfat", "-F", "32", "-n", "EFI", "-C", str(esp), str(size // 1024)])
