@@ -83,7 +83,9 @@ class RunningServer:
                 self.proc.kill()
             else:
                 self.proc.terminate()
-            self.proc.wait(timeout=30)
+            # SIGTERM lets a pre-flight inspection in progress finish and unmount what it mounted (up to a
+            # minute under TCG load) rather than leave loop devices and mounts behind.
+            self.proc.wait(timeout=150)
         self.proc = None
 
     def restart(self) -> None:
