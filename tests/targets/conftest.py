@@ -27,3 +27,8 @@ def tiny_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = d / "tiny.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(out)], check=True)
     return out
+
+
+# One libvirtd for the whole session, shared by every module here (two cannot run at once: libvirtd's
+# pidfile and run directory are the machine's).
+from .libvirt_host import libvirt_host  # noqa: E402, F401

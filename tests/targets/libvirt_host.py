@@ -15,6 +15,7 @@ they go with the fixture. `in_ns` runs a command inside the namespace (to reach 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -63,7 +64,8 @@ def _wait(path: Path, what: str, timeout: float = 30) -> None:
 def libvirt_host() -> Iterator[LibvirtHost]:
     assert os.geteuid() == 0, "the libvirt tests need root (network namespaces, libvirtd)"
     assert shutil.which("libvirtd") and shutil.which("virtlogd"), "Debian's libvirt-daemon-system is not installed"
-    netns = f"rehost-lv-{os.getpid()}"
+    # unique per fixture instance: each test module importing this fixture gets its own, in one pytest process
+    netns = f"rehost-lv-{os.getpid()}-{secrets.token_hex(3)}"
     root = Path(tempfile.mkdtemp(prefix="rehost-libvirt-"))
     root.chmod(0o755)  # QEMU runs as libvirt-qemu: it must reach the pool's volumes
     (root / "run").mkdir()

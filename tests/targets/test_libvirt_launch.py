@@ -19,7 +19,7 @@ from helpers import RunningServer, free_port, rehost_cli
 from images.fixtures import MARKER, minimal_image  # noqa: F401  (session fixture)
 from rehost.chunkstore.snapshots import SnapshotStore, VolumeSource
 
-from .libvirt_host import NETWORK, POOL, LibvirtHost, libvirt_host  # noqa: F401  (session fixture)
+from .libvirt_host import NETWORK, POOL, LibvirtHost
 
 GONE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 

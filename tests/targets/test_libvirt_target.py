@@ -15,7 +15,7 @@ from rehost.targets.base import InstanceState, LaunchSpec, Network
 from rehost.targets.libvirt import LibvirtTarget
 
 from .conftest import TINY_TEXT
-from .libvirt_host import NETWORK, POOL, LibvirtHost, libvirt_host  # noqa: F401  (session fixture)
+from .libvirt_host import NETWORK, POOL, LibvirtHost
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 NVRAM = Path("/var/lib/libvirt/qemu/nvram")
