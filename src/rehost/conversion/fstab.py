@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from rehost.conversion.edits import backup
+from rehost.conversion.edits import keep_original
 
 #: spec, fstype hint -> "UUID=..." for a hardware-bound name that resolves to a launched file system.
 Rename = Callable[[str, str], "str | None"]
@@ -107,7 +107,7 @@ def fix_fstab(root: Path, rename: Rename) -> list[str]:
     a hardware-bound name that names nothing launched is kept and reported."""
     notes, text = _fstab_changes(root, rename)
     if text is not None:
-        backup(root / "etc/fstab")
+        keep_original(root / "etc/fstab")
         (root / "etc/fstab").write_text(text)
     return notes
 

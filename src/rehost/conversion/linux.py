@@ -10,7 +10,6 @@ source had.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, chroot
@@ -18,15 +17,6 @@ from rehost.errors import ConversionError
 
 GUEST_TOOLS = ("open-vm-tools", "open-vm-tools-desktop", "virtualbox-guest-utils", "virtualbox-guest-x11",
                "virtualbox-guest-dkms", "hyperv-daemons", "xe-guest-utilities")
-SUFFIX = ".rehost-source"
-
-
-def _backup(path: Path) -> None:
-    backup = path.with_name(path.name + SUFFIX)
-    if path.exists() and not backup.exists():
-        shutil.copy2(path, backup)
-
-
 def os_release(root: Path) -> dict[str, str]:
     """Parse the guest's os-release; raise `ConversionError` when there is none (unknown OS)."""
     for rel in ("etc/os-release", "usr/lib/os-release"):

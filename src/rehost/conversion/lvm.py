@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, run
-from rehost.conversion.edits import backup
+from rehost.conversion.edits import SUFFIX, keep_original
 from rehost.errors import ConversionError
 
 #: Read-only LVM: no activation (there is no device-mapper), no devices file, no metadata backups.
@@ -142,7 +142,7 @@ def fix_guest_lvm(root: Path, *, dry_run: bool = False) -> list[str]:
     devices = root / "etc/lvm/devices/system.devices"
     if devices.is_file():
         if not dry_run:
-            devices.rename(devices.with_name(devices.name + ".rehost-source"))
+            devices.rename(devices.with_name(devices.name + SUFFIX))
         notes.append("lvm: moved aside /etc/lvm/devices/system.devices (it names the source's disks by their "
                      "hardware IDs)")
     conf = root / "etc/lvm/lvm.conf"
@@ -152,7 +152,7 @@ def fix_guest_lvm(root: Path, *, dry_run: bool = False) -> list[str]:
                              else f"{m.group(1)}# rehost: the source's disks: {m.group(2)}", text)
         if new != text:
             if not dry_run:
-                backup(conf)
+                keep_original(conf)
                 conf.write_text(new)
             notes.append("lvm: /etc/lvm/lvm.conf device filter naming the source's disks commented out")
     return notes

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rehost.conversion.edits import backup
+from rehost.conversion.edits import keep_original
 from rehost.conversion.fstab import Rename, fix_cmdline
 
 
@@ -46,14 +46,10 @@ class EditFixer:
     def fix(self, root: Path, rename: Rename) -> list[str]:
         notes = []
         for e in self.edits(root, rename):
-            backup(e.path)
+            keep_original(e.path)
             e.path.write_text(e.text)
             notes.append(e.note)
         return notes
-
-
-def rel(root: Path, path: Path) -> str:
-    return "/" + str(path.relative_to(root))
 
 
 def edit_lines(path: Path, pattern: re.Pattern[str], rename: Rename,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines, rel
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
+from rehost.conversion.edits import rel
 from rehost.conversion.fstab import Rename, fix_cmdline
 
 _OPTIONS = re.compile(r"^(options[ \t]+)(.*?)[ \t]*$", re.M)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines, rel
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
+from rehost.conversion.edits import rel
 from rehost.conversion.fstab import Rename
 
 CONFIGS = ("boot/extlinux/extlinux.conf", "boot/syslinux/syslinux.cfg", "extlinux.conf", "boot/extlinux.conf",

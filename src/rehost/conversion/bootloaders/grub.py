@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines, rel
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
 from rehost.conversion.bootloaders.bls import fix_grubenv
+from rehost.conversion.edits import rel
 from rehost.conversion.fstab import Rename, fix_cmdline
 
 _LINUX = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*?)[ \t]*$", re.M)

@@ -10,19 +10,18 @@ failed rebuild, raises `ConversionError` with the tool's last lines of error out
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rehost.conversion.blockdev import CommandFailed, chroot, chroot_mounts
+from rehost.conversion.edits import rel
 from rehost.errors import ConversionError
 
 #: What the target's disks need to be found at boot (virtio-blk, and virtio-scsi for targets using it).
 NEEDED = ("virtio_pci", "virtio_blk", "virtio_scsi")
 #: What conversion adds to the initramfs configuration.
 DRIVERS = ("virtio_blk", "virtio_pci", "virtio_scsi", "virtio_net")
-SUFFIX = ".rehost-source"
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,6 @@ def in_chroot(root: Path, argv: Sequence[str], what: str, timeout: float = 900) 
     except CommandFailed as exc:
         tail = "; ".join(line.strip() for line in exc.stderr.strip().splitlines()[-4:] if line.strip())
         raise ConversionError(f"{what} failed (exit {exc.returncode}): {tail or 'no error output'}") from exc
-
-
-def keep_original(path: Path) -> None:
-    backup = path.with_name(path.name + SUFFIX)
-    if path.exists() and not backup.exists():
-        shutil.copy2(path, backup)
 
 
 class InitramfsFixer:
@@ -136,7 +129,3 @@ class InitramfsFixer:
                 notes.append(f"initramfs: {self.name}: rebuilt {rel(root, kernel.image)} for kernel {kernel.version} "
                              f"with {', '.join(missing) or 'the configuration conversion changed'}")
         return notes
-
-
-def rel(root: Path, path: Path) -> str:
-    return "/" + str(path.relative_to(root))

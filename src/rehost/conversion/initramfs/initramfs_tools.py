@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rehost.conversion.initramfs.base import DRIVERS, InitramfsFixer, Kernel, keep_original
+from rehost.conversion.edits import keep_original
+from rehost.conversion.initramfs.base import DRIVERS, InitramfsFixer, Kernel
 
 MODULES = "etc/initramfs-tools/modules"
 

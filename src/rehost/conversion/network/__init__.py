@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rehost.conversion.network.base import SUFFIX, TARGET_NIC, NetworkFixer
+from rehost.conversion.edits import SUFFIX
+from rehost.conversion.network.base import TARGET_NIC, NetworkFixer
 from rehost.conversion.network.fallback import Fallback
 from rehost.conversion.network.ifcfg import RhelIfcfg
 from rehost.conversion.network.ifupdown import Ifupdown

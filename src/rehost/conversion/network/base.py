@@ -9,13 +9,13 @@ the configuration directory where the stack would read a suffixed copy as one mo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SUFFIX = ".rehost-source"
+from rehost.conversion.edits import SUFFIX, keep_original
+
 #: The target's one NIC: conversion puts ``net.ifnames=0`` on the kernel command line.
 TARGET_NIC = "eth0"
 
@@ -65,23 +65,6 @@ class ChangeFixer:
             change.apply()
             notes.append(change.note)
         return notes
-
-
-def rel(root: Path, path: Path) -> str:
-    """The guest's name for ``path`` (``/etc/...``)."""
-    return "/" + str(path.relative_to(root))
-
-
-def keep_original(path: Path, aside: Path | None = None) -> None:
-    """Copy ``path`` to ``path.rehost-source`` (or into the directory ``aside``) unless already kept there:
-    the first copy is the source's file, later passes never overwrite it."""
-    if aside is None:
-        backup = path.with_name(path.name + SUFFIX)
-    else:
-        aside.mkdir(parents=True, exist_ok=True)
-        backup = aside / path.name
-    if path.exists() and not backup.exists():
-        shutil.copy2(path, backup)
 
 
 def move_aside(path: Path, aside: Path | None = None) -> None:

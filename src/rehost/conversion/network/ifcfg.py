@@ -16,16 +16,8 @@ import re
 from functools import partial
 from pathlib import Path
 
-from rehost.conversion.network.base import (
-    TARGET_NIC,
-    Change,
-    ChangeFixer,
-    aside_dir,
-    move_aside,
-    read,
-    rel,
-    write,
-)
+from rehost.conversion.edits import rel
+from rehost.conversion.network.base import TARGET_NIC, Change, ChangeFixer, aside_dir, move_aside, read, write
 
 SCRIPTS = "etc/sysconfig/network-scripts"
 GLOBAL = "etc/sysconfig/network"

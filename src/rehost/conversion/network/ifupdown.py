@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from rehost.conversion.network.base import TARGET_NIC, Change, ChangeFixer, aside_dir, read, rel, write
+from rehost.conversion.edits import rel
+from rehost.conversion.network.base import TARGET_NIC, Change, ChangeFixer, aside_dir, read, write
 
 INTERFACES = "etc/network/interfaces"
 INTERFACES_D = "etc/network/interfaces.d"

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from rehost.conversion.network.base import TARGET_NIC, Change, ChangeFixer, read, rel, write
+from rehost.conversion.edits import rel
+from rehost.conversion.network.base import TARGET_NIC, Change, ChangeFixer, read, write
 
 NETPLAN_DIR = "etc/netplan"
 _SOURCE_NETWORK = ("addresses", "gateway4", "gateway6", "routes")

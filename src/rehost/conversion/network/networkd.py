@@ -13,13 +13,13 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+from rehost.conversion.edits import rel
 from rehost.conversion.network.base import (
     TARGET_NIC,
     Change,
     ChangeFixer,
     ini_entries,
     read,
-    rel,
     section_lines,
     write,
 )

@@ -14,6 +14,7 @@ import re
 from functools import partial
 from pathlib import Path
 
+from rehost.conversion.edits import rel
 from rehost.conversion.network.base import (
     TARGET_NIC,
     Change,
@@ -21,7 +22,6 @@ from rehost.conversion.network.base import (
     aside_dir,
     ini_entries,
     read,
-    rel,
     section_lines,
     write,
 )

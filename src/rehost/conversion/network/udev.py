@@ -11,7 +11,8 @@ import re
 from functools import partial
 from pathlib import Path
 
-from rehost.conversion.network.base import Change, ChangeFixer, move_aside, read, rel, write
+from rehost.conversion.edits import rel
+from rehost.conversion.network.base import Change, ChangeFixer, move_aside, read, write
 
 RULES_DIR = "etc/udev/rules.d"
 LINK_DIR = "etc/systemd/network"
