@@ -204,6 +204,30 @@ def blkid(dev: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
+def attach_logical_volumes(stack: contextlib.ExitStack, lvs: Sequence[lvm.LogicalVolume], work: Path, *,
+                           read_only: bool = False) -> list[tuple[lvm.LogicalVolume, Path]]:
+    """Attach each linear logical volume of ``lvs`` for the life of ``stack``: a loop device over its one
+    extent, or over a FUSE file (under ``work``) that concatenates its extents; unsupported ones are
+    skipped. Returns (volume, loop device) pairs."""
+    mapped = {lv.mapper_name: lv.extents for lv in lvs if len(lv.extents) > 1}
+    fuse = None
+    if mapped:
+        fuse = MappedFiles(work / "lvm-map", mapped, read_only=read_only)
+        stack.callback(fuse.close)  # after the loop devices over its files are detached
+    attached = []
+    for lv in lvs:
+        if len(lv.extents) == 1:
+            e = lv.extents[0]
+            dev = stack.enter_context(loop_device(e.path, offset=e.offset, size=e.length, read_only=read_only))
+        elif lv.extents:
+            assert fuse is not None
+            dev = stack.enter_context(loop_device(fuse.path(lv.mapper_name), read_only=read_only))
+        else:
+            continue
+        attached.append((lv, dev))
+    return attached
+
+
 @contextlib.contextmanager
 def attached(disks: Sequence[Path], work: Path, *, read_only: bool = False) -> Iterator[Storage]:
     """Attach every volume of ``disks`` (raw files, boot disk first) for the duration of the block."""
@@ -232,20 +256,7 @@ def attached(disks: Sequence[Path], work: Path, *, read_only: bool = False) -> I
                 if info.get("TYPE") == "LVM2_member":
                     pvs.append(lvm.PhysicalVolume(dev, disk, offset))
         storage.lvs = lvm.scan(pvs)
-        mapped = {lv.mapper_name: lv.extents for lv in storage.lvs if len(lv.extents) > 1}
-        fuse = None
-        if mapped:
-            fuse = MappedFiles(work / "lvm-map", mapped, read_only=read_only)
-            stack.callback(fuse.close)
-        for lv in storage.lvs:
-            if not lv.extents:
-                continue
-            if len(lv.extents) == 1:
-                e = lv.extents[0]
-                dev = stack.enter_context(loop_device(e.path, offset=e.offset, size=e.length, read_only=read_only))
-            else:
-                assert fuse is not None
-                dev = stack.enter_context(loop_device(fuse.path(lv.mapper_name), read_only=read_only))
+        for lv, dev in attach_logical_volumes(stack, storage.lvs, work, read_only=read_only):
             storage.volumes.append(Volume(f"LV {lv.label}", dev, blkid(dev), lv=lv))
         log.debug("attached %s", [v.describe() for v in storage.volumes])
         yield storage

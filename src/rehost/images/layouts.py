@@ -29,9 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from rehost.conversion import lvm
+from rehost.conversion import lvm, storage
 from rehost.conversion.blockdev import chroot, chroot_mounts, loop_device, mounted, read_partitions, run
-from rehost.conversion.fusemap import MappedFiles
 from rehost.images.builder import (
     INITRAMFS_MODULES,
     ImageBuildError,
@@ -148,19 +147,7 @@ def _logical_volumes(pvs: list[lvm.PhysicalVolume], vg: str, lvs: list[tuple[str
             run(["lvcreate", *_LVM_CONFIG, "-an", "-Zn", "-y", size, "-n", name, vg])
             made.add(name)
     with contextlib.ExitStack() as stack:
-        volumes = {lv.name: lv for lv in lvm.scan(pvs)}
-        multi = {n: lv.extents for n, lv in volumes.items() if len(lv.extents) > 1}
-        fuse = MappedFiles(work / "lvmap", multi) if multi else None
-        if fuse:
-            stack.callback(fuse.close)
-        devs = {}
-        for n, lv in volumes.items():
-            if len(lv.extents) == 1:
-                e = lv.extents[0]
-                devs[n] = stack.enter_context(loop_device(e.path, offset=e.offset, size=e.length))
-            else:
-                assert fuse is not None
-                devs[n] = stack.enter_context(loop_device(fuse.path(n)))
+        devs = {lv.name: dev for lv, dev in storage.attach_logical_volumes(stack, lvm.scan(pvs), work)}
         yield devs
 
 
@@ -196,6 +183,19 @@ def _grub_cfg(kernel_dir: str, ver: str, args: str) -> str:
             f"  linux {kernel_dir}/vmlinuz-{ver} {args}\n  initrd {kernel_dir}/initrd.img-{ver}\n}}\n")
 
 
+@contextlib.contextmanager
+def _separate_boot(root: Path, boot_dev: Path, tmp: Path) -> Iterator[Path]:
+    """Move the extracted tree's /boot onto ``boot_dev`` and yield it mounted at the root's /boot, as an
+    installer lays out a separate /boot partition."""
+    staged = tmp / "boot-staged"
+    shutil.move(root / "boot", staged)
+    (root / "boot").mkdir()
+    with mounted(boot_dev, root / "boot") as boot:
+        for item in staged.iterdir():
+            shutil.move(item, boot / item.name)
+        yield boot
+
+
 def _build_lvm(disks: list[Path], tmp: Path, tarball: Path, hostname: str, marker: str) -> None:
     (disk,) = disks
     run(["sfdisk", "--quiet", str(disk)],
@@ -211,12 +211,7 @@ def _build_lvm(disks: list[Path], tmp: Path, tarball: Path, hostname: str, marke
         run(["mkswap", str(lvs["swap_1"])])
         with mounted(lvs["ubuntu-lv"], tmp / "root") as root:
             _extract(tarball, root, hostname, marker)
-            staged = tmp / "boot-staged"
-            shutil.move(root / "boot", staged)
-            (root / "boot").mkdir()
-            with mounted(boot_dev, root / "boot") as boot:
-                for item in staged.iterdir():
-                    shutil.move(item, boot / item.name)
+            with _separate_boot(root, boot_dev, tmp) as boot:
                 ver = kernel_version(root)
                 _write(boot / "grub/grub.cfg",
                        _grub_cfg("", ver, f"root=/dev/mapper/ubuntu--vg-ubuntu--lv ro {CONSOLE}"))
@@ -244,12 +239,7 @@ def _build_rhel(disks: list[Path], tmp: Path, tarball: Path, hostname: str, mark
         boot_uuid = _uuid(boot_dev)
         with mounted(lvs["root"], tmp / "root") as root:
             _extract(tarball, root, hostname, marker)
-            staged = tmp / "boot-staged"
-            shutil.move(root / "boot", staged)
-            (root / "boot").mkdir()
-            with mounted(boot_dev, root / "boot") as boot:
-                for item in staged.iterdir():
-                    shutil.move(item, boot / item.name)
+            with _separate_boot(root, boot_dev, tmp) as boot:
                 ver = kernel_version(root)
                 _write(boot / "grub2/grub.cfg",
                        f"{SERIAL}set timeout=1\nset default=0\n"
