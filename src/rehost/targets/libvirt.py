@@ -32,12 +32,10 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ import libvirt
 from rehost.errors import NotFound, TargetError
 from rehost.targets.base import InstanceState, LaunchSpec, Network, TargetInstance
 from rehost.targets.qemu import instance_mac
+from rehost.targets.records import InstanceRecords
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def _why(exc: libvirt.libvirtError) -> str:
     return str(exc.get_error_message() or exc).strip()
 
 
-class LibvirtTarget:
+class LibvirtTarget(InstanceRecords):
     """`TargetDriver` on a libvirt host. ``network`` and ``pool`` are names on that host."""
 
     def __init__(self, url: str, records_dir: Path, *, network: str = "default", pool: str = "default",
@@ -114,26 +113,6 @@ class LibvirtTarget:
         return pool, root.findtext("target/path") or ""
 
     # ---- records -----------------------------------------------------------------------------------
-    def _rec_path(self, instance_id: str) -> Path:
-        return self.dir / instance_id / "instance.json"
-
-    def _load(self, instance_id: str) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._rec_path(instance_id).read_text()))
-        except FileNotFoundError:
-            raise NotFound(f"The instance ID '{instance_id}' does not exist", resource_id=instance_id,
-                           resource_type="instance") from None
-        except ValueError as exc:
-            raise TargetError(f"instance record of {instance_id} is damaged: {exc}") from exc
-
-    def _save(self, rec: dict[str, Any]) -> None:
-        path = self._rec_path(rec["instance_id"])
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(rec, indent=1, sort_keys=True))
-        tmp.replace(path)
-
     def _to_instance(self, rec: dict[str, Any], private_ip: str = "", public: bool = False) -> TargetInstance:
         state = InstanceState(rec["state"])
         return TargetInstance(
@@ -423,24 +402,6 @@ class LibvirtTarget:
             rec.update(state="terminated", state_reason=reason, terminated_at=time.time())
             self._save(rec)
             log.info("terminated %s on %s", instance_id, self.url)
-
-    def purge_terminated(self, older_than: float, only: Collection[str] | None = None) -> tuple[str, ...]:
-        """Delete the records (and kept console output) of instances terminated ``older_than`` s ago."""
-        purged: tuple[str, ...] = ()
-        with self._lock:
-            for path in self.dir.glob("i-*/instance.json"):
-                if only is not None and path.parent.name not in only:
-                    continue
-                try:
-                    rec = self._load(path.parent.name)
-                    ended = rec.get("terminated_at") or path.stat().st_mtime
-                except (NotFound, TargetError, OSError):
-                    continue
-                if rec["state"] == "terminated" and time.time() - ended >= older_than:
-                    shutil.rmtree(path.parent, ignore_errors=True)
-                    purged += (path.parent.name,)
-        return purged
-
 
 def _network(xml: str) -> Network | None:
     """A libvirt network's name, IPv4 range and whether its addresses are reachable from outside."""

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from rehost.targets.qemuproc import (
     start_daemon,
     user_netdev,
 )
+from rehost.targets.records import InstanceRecords
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 
 
-class QemuTarget:
+class QemuTarget(InstanceRecords):
     """`TargetDriver` on local QEMU. ``accel`` is "auto" (probe once, cache), "kvm" or "tcg".
 
     `stop` asks the guest to power off (ACPI) and stops QEMU hard after ``shutdown_timeout`` seconds.
@@ -80,27 +79,6 @@ class QemuTarget:
         self._lock = threading.RLock()
 
     # ---- records ---------------------------------------------------------------------------------
-    def _rec_path(self, instance_id: str) -> Path:
-        return self.dir / instance_id / "instance.json"
-
-    def _load(self, instance_id: str) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._rec_path(instance_id).read_text()))
-        except FileNotFoundError:
-            raise NotFound(f"The instance ID '{instance_id}' does not exist", resource_id=instance_id,
-                           resource_type="instance") from None
-        except ValueError as exc:
-            raise TargetError(f"instance record of {instance_id} is damaged: {exc}") from exc
-
-    def _save(self, rec: dict[str, Any]) -> None:
-        # 0600 whatever the umask: the record names the instance's disks and user data
-        path = self._rec_path(rec["instance_id"])
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(rec, indent=1, sort_keys=True))
-        tmp.replace(path)
-
     def _to_instance(self, rec: dict[str, Any]) -> TargetInstance:
         state = InstanceState(rec["state"])
         live = state in (InstanceState.PENDING, InstanceState.RUNNING, InstanceState.STOPPING)
@@ -304,26 +282,6 @@ class QemuTarget:
             rec.update(state="terminated", pid=None, state_reason=reason, terminated_at=time.time())
             self._save(rec)
             log.info("terminated %s", instance_id)
-
-    def purge_terminated(self, older_than: float, only: Collection[str] | None = None) -> tuple[str, ...]:
-        """Delete the directories (record, console output) of instances terminated more than
-        ``older_than`` seconds ago (of those in ``only`` if given), as EC2 forgets a terminated instance
-        after a while; their disks went at termination. Returns the IDs purged; `describe` then raises
-        NotFound for them."""
-        purged: tuple[str, ...] = ()
-        with self._lock:
-            for path in self.dir.glob("i-*/instance.json"):
-                if only is not None and path.parent.name not in only:
-                    continue
-                try:
-                    rec = self._load(path.parent.name)
-                    ended = rec.get("terminated_at") or path.stat().st_mtime  # a failed launch has none
-                except (NotFound, TargetError, OSError):
-                    continue
-                if rec["state"] == "terminated" and time.time() - ended >= older_than:
-                    shutil.rmtree(path.parent, ignore_errors=True)
-                    purged += (path.parent.name,)
-        return purged
 
     def wait_for_console(self, instance_id: str, text: str, timeout: float) -> bool:
         """Wait until ``text`` appears on the instance's serial console; False after ``timeout`` s."""
