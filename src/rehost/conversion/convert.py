@@ -14,13 +14,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from rehost.conversion import bootloaders, fstab, linux, lvm, storage
-from rehost.conversion.blockdev import CommandFailed, read_partitions, run
+from rehost.conversion.blockdev import CommandFailed, Partition, read_partitions, run
 from rehost.conversion.firmware import UEFI, add_removable_boot_path, disk_boot_modes
 from rehost.conversion.initramfs import add_virtio_drivers
 from rehost.conversion.network import fix_network
@@ -130,36 +130,65 @@ def _copy_source(source: Path | BinaryIO, raw: Path) -> None:
         out.truncate(size)
 
 
-def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
-                 others: Sequence[tuple[str, Path]]) -> tuple[list[str], str, str, frozenset[str]]:
+@dataclass
+class Guest:
+    """A guest's disks attached and its root mounted, as conversion and pre-flight both start from."""
+
+    label: str
+    parts: list[Partition]
+    boot_modes: frozenset[str]
+    disks: storage.Storage
+    root_volume: storage.Volume
+    root: Path
+    subvolume: str
+    names: dict[str, int]
+    os_name: str
+    #: Where the root and the separate /usr, /var, /boot were found, one line each.
+    notes: list[str]
+
+    def rename(self, spec: str, fstype: str) -> str | None:
+        """`fstab.Rename`: a hardware-bound name -> ``UUID=`` of the volume it names, if launched."""
+        vol = self.disks.resolve(spec, self.names, fstype)
+        return f"UUID={vol.uuid}" if vol and vol.uuid else None
+
+
+@contextlib.contextmanager
+def open_guest(disks: Sequence[Path], boot_device: str, other_devices: Sequence[str], work: Path, *,
+               read_only: bool = False) -> Iterator[Guest]:
+    """Attach ``disks`` (boot disk first), find and mount the root and its system mounts, for the block;
+    raise `ConversionError` with the reason a launch of them would fail (no partition table, no boot code,
+    no root...)."""
     try:
-        label, parts = read_partitions(raw)
+        label, parts = read_partitions(disks[0])
     except (CommandFailed, KeyError, ValueError) as exc:
         raise ConversionError("the boot disk has no partition table (nothing to boot from)") from exc
     if not parts:
         raise ConversionError("the boot disk's partition table is empty")
-    with open(raw, "rb") as f:
+    with open(disks[0], "rb") as f:
         mbr = f.read(440)
     boot_modes = disk_boot_modes(label, parts, mbr)
     if label == "dos" and not any(mbr) and boot_modes == {"LEGACY_BIOS"}:
         raise ConversionError("no boot loader: the boot disk's MBR has no boot code")
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rehost-conv-")))
-        disks = stack.enter_context(storage.attached([raw, *(p for _, p in others)], raw.parent))
-        root_vol, root, subvol = disks.find_root(tmp)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rehost-guest-")))
+        st = stack.enter_context(storage.attached(disks, work, read_only=read_only))
+        root_vol, root, subvol = st.find_root(tmp)
         notes = [f"root file system on {root_vol.describe()}" + (f", subvolume {subvol}" if subvol else "")]
-        names = fstab.disk_names(root, boot_device, [name for name, _ in others])
-
-        def rename(spec: str, fstype: str) -> str | None:
-            vol = disks.resolve(spec, names, fstype)
-            return f"UUID={vol.uuid}" if vol and vol.uuid else None
-
-        notes += disks.mount_system(root, names)
+        names = fstab.disk_names(root, boot_device, other_devices)
+        notes += st.mount_system(root, names)
         release = linux.os_release(root)
         os_name = release.get("PRETTY_NAME") or release.get("NAME", "Linux")
-        notes.append(f"operating system: {os_name}")
-        notes += fstab.fix_fstab(root, rename)
-        notes += bootloaders.fix_boot_loaders(root, rename)
+        yield Guest(label, parts, boot_modes, st, root_vol, root, subvol, names, os_name, notes)
+
+
+def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
+                 others: Sequence[tuple[str, Path]]) -> tuple[list[str], str, str, frozenset[str]]:
+    with open_guest([raw, *(p for _, p in others)], boot_device, [name for name, _ in others],
+                    raw.parent) as guest:
+        root = guest.root
+        notes = [*guest.notes, f"operating system: {guest.os_name}"]
+        notes += fstab.fix_fstab(root, guest.rename)
+        notes += bootloaders.fix_boot_loaders(root, guest.rename)
         lvm_notes = lvm.fix_guest_lvm(root)  # the initramfs carries lvm.conf and the devices file
         notes += lvm_notes
         notes += fix_network(root)
@@ -170,11 +199,11 @@ def _convert_raw(raw: Path, boot_device: str, hostname: str | None,
             with contextlib.suppress(OSError):
                 notes.append(f"hostname kept: {(root / 'etc/hostname').read_text().strip()}")
         notes += add_virtio_drivers(root, force=bool(lvm_notes))
-        if UEFI in boot_modes:
-            notes += add_removable_boot_path(raw, parts)
+        if UEFI in guest.boot_modes:
+            notes += add_removable_boot_path(raw, guest.parts)
         _copy_kernel(root, raw.parent / "vmlinuz")
         run(["sync"])
-    return notes, root_vol.uuid, os_name, boot_modes
+    return notes, guest.root_volume.uuid, guest.os_name, guest.boot_modes
 
 
 def _copy_kernel(root: Path, dest: Path) -> None:

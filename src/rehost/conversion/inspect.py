@@ -9,15 +9,13 @@ inspection copies nothing, whatever the size of the disks.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehost.conversion import bootloaders, fstab, initramfs, linux, lvm, network, storage
-from rehost.conversion.blockdev import CommandFailed, read_partitions
-from rehost.conversion.firmware import disk_boot_modes
+from rehost.conversion import bootloaders, fstab, initramfs, lvm, network
+from rehost.conversion.convert import open_guest
 from rehost.conversion.fusemap import MappedFiles
 from rehost.errors import ConversionError, RehostError
 
@@ -49,43 +47,23 @@ def inspect_disks(disks: Sequence[Path], boot_device: str, other_devices: Sequen
 
 
 def _inspect(disks: Sequence[Path], boot_device: str, other_devices: Sequence[str], work: Path) -> Inspection:
-    try:
-        label, parts = read_partitions(disks[0])
-    except (CommandFailed, KeyError, ValueError) as exc:
-        raise ConversionError("the boot disk has no partition table (nothing to boot from)") from exc
-    with open(disks[0], "rb") as f:
-        mbr = f.read(440)
-    modes = sorted(disk_boot_modes(label, parts, mbr))
-    if label == "dos" and not any(mbr) and modes == ["LEGACY_BIOS"]:
-        raise ConversionError("no boot loader: the boot disk's MBR has no boot code")
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rehost-inspect-")))
-        st = stack.enter_context(storage.attached(disks, work, read_only=True))
-        root_vol, root, subvol = st.find_root(tmp)
-        names = fstab.disk_names(root, boot_device, other_devices)
-
-        def rename(spec: str, fstype: str) -> str | None:
-            vol = st.resolve(spec, names, fstype)
-            return f"UUID={vol.uuid}" if vol and vol.uuid else None
-
-        plan = [f"root file system on {root_vol.describe()}" + (f", subvolume {subvol}" if subvol else "")]
-        plan += st.mount_system(root, names)
-        release = linux.os_release(root)
-        os_name = release.get("PRETTY_NAME") or release.get("NAME", "Linux")
+    with open_guest(disks, boot_device, other_devices, work, read_only=True) as guest:
+        root = guest.root
         loaders = [f.name for f in bootloaders.detected(root)]
         if not loaders:
             raise ConversionError("no boot loader found: no GRUB, BootLoaderSpec, extlinux or syslinux "
                                   "configuration on the root")
-        plan += fstab.plan_fstab(root, rename)
-        plan += bootloaders.plan_boot_loaders(root, rename)
+        plan = list(guest.notes)
+        plan += fstab.plan_fstab(root, guest.rename)
+        plan += bootloaders.plan_boot_loaders(root, guest.rename)
         lvm_plan = lvm.fix_guest_lvm(root, dry_run=True)
         plan += lvm_plan
-        network_plan = network.plan_network(root)
-        plan += network_plan
+        plan += network.plan_network(root)
         tool = initramfs.fixer_for(root)
         plan += tool.plan(root, force=bool(lvm_plan))
-        return Inspection(convertible=True, os_name=os_name, root=plan[0].removeprefix("root file system on "),
-                          boot_modes=modes, boot_loaders=loaders, initramfs=tool.name,
+        return Inspection(convertible=True, os_name=guest.os_name,
+                          root=guest.notes[0].removeprefix("root file system on "),
+                          boot_modes=sorted(guest.boot_modes), boot_loaders=loaders, initramfs=tool.name,
                           network=[f.name for f in network.detected(root)], plan=plan)
 
 
