@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -52,16 +51,13 @@ class EditFixer:
         return notes
 
 
-def edit_lines(path: Path, pattern: re.Pattern[str], rename: Rename,
-               fix: Callable[[str, Rename], str] = fix_cmdline) -> str | None:
-    """``path``'s text with the command line in group 2 of every ``pattern`` match fixed; None if unchanged.
-
-    Group 1 is kept as it is; a group 3, if the pattern has one (a closing quote), too."""
-    text = path.read_text(errors="replace")
-
+def fix_lines(text: str, pattern: re.Pattern[str], rename: Rename) -> str:
+    """``text`` with the command line in group 2 of every ``pattern`` match fixed (`fix_cmdline`); group 1
+    is kept, and a group 3 if the pattern has one (a closing quote). A command line that is ``$kernelopts``
+    alone is left: it is grubenv's, fixed there."""
     def repl(m: re.Match[str]) -> str:
+        args = m.group(2)
         tail = m.group(3) if m.re.groups >= 3 and m.group(3) else ""
-        return m.group(1) + fix(m.group(2), rename) + tail
+        return m.group(1) + (args if args.strip() == "$kernelopts" else fix_cmdline(args, rename)) + tail
 
-    new = pattern.sub(repl, text)
-    return None if new == text else new
+    return pattern.sub(repl, text)

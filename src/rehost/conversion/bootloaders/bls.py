@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, fix_lines
 from rehost.conversion.edits import rel
 from rehost.conversion.fstab import Rename, fix_cmdline
 
@@ -27,15 +27,10 @@ class BootLoaderSpec(EditFixer):
     def edits(self, root: Path, rename: Rename) -> list[FileEdit]:
         out = []
         for entry in sorted((root / "boot/loader/entries").glob("*.conf")):
-            new = edit_lines(entry, _OPTIONS, rename, fix=_fix_options)
-            if new is not None:
+            text = entry.read_text(errors="replace")
+            if (new := fix_lines(text, _OPTIONS, rename)) != text:
                 out.append(FileEdit(entry, new, f"boot loader: {rel(root, entry)}: options for the target"))
         return out
-
-
-def _fix_options(args: str, rename: Rename) -> str:
-    # "$kernelopts" alone is fixed in grubenv; anything beside it is a command line of its own.
-    return args if args.strip() == "$kernelopts" else fix_cmdline(args, rename)
 
 
 def fix_grubenv(text: str, rename: Rename) -> str | None:

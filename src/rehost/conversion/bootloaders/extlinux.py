@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, fix_lines
 from rehost.conversion.edits import rel
 from rehost.conversion.fstab import Rename
 
@@ -23,7 +23,10 @@ class Extlinux(EditFixer):
     def edits(self, root: Path, rename: Rename) -> list[FileEdit]:
         out = []
         for c in CONFIGS:
-            if (root / c).is_file() and (new := edit_lines(root / c, _APPEND, rename)) is not None:
+            if not (root / c).is_file():
+                continue
+            text = (root / c).read_text(errors="replace")
+            if (new := fix_lines(text, _APPEND, rename)) != text:
                 out.append(FileEdit(root / c, new, f"boot loader: {rel(root, root / c)}: kernel command line "
                                     "for the target (root by UUID, net.ifnames=0, serial console)"))
         return out

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rehost.conversion.bootloaders.base import EditFixer, FileEdit, edit_lines
+from rehost.conversion.bootloaders.base import EditFixer, FileEdit, fix_lines
 from rehost.conversion.bootloaders.bls import fix_grubenv
 from rehost.conversion.edits import rel
-from rehost.conversion.fstab import Rename, fix_cmdline
+from rehost.conversion.fstab import Rename
 
 _LINUX = re.compile(r"^(\s*linux(?:efi|16)?\s+\S+[ \t]*)(.*?)[ \t]*$", re.M)
 _KERNELOPTS = re.compile(r'^(\s*set\s+kernelopts=")([^"]*)(")', re.M)
@@ -32,13 +32,9 @@ class _Grub(EditFixer):
         out = []
         cfg = root / self.directory / "grub.cfg"
         text = cfg.read_text(errors="replace")
-        new = edit_lines(cfg, _LINUX, rename, fix=_fix_linux)
-        if new is not None or _KERNELOPTS.search(text):
-            tmp = new if new is not None else text
-            fixed = _KERNELOPTS.sub(lambda m: m.group(1) + fix_cmdline(m.group(2), rename) + m.group(3), tmp)
-            if fixed != text:
-                out.append(FileEdit(cfg, fixed, f"boot loader: {rel(root, cfg)}: kernel command lines for the "
-                                    "target (root by UUID, net.ifnames=0, serial console)"))
+        if (new := fix_lines(fix_lines(text, _LINUX, rename), _KERNELOPTS, rename)) != text:
+            out.append(FileEdit(cfg, new, f"boot loader: {rel(root, cfg)}: kernel command lines for the "
+                                "target (root by UUID, net.ifnames=0, serial console)"))
         env = root / self.directory / "grubenv"
         if env.is_file() and not env.is_symlink():  # a link into the ESP (RHEL 8 on UEFI) is not reachable
             new_env = fix_grubenv(env.read_text(errors="replace"), rename)
@@ -47,16 +43,11 @@ class _Grub(EditFixer):
         default = root / "etc/default/grub"
         if default.is_file():
             text = default.read_text(errors="replace")
-            new = edit_lines(default, _DEFAULT, rename) or text
-            new = new.replace("GRUB_DISABLE_LINUX_UUID=true", "GRUB_DISABLE_LINUX_UUID=false")
+            new = fix_lines(text, _DEFAULT, rename).replace("GRUB_DISABLE_LINUX_UUID=true",
+                                                            "GRUB_DISABLE_LINUX_UUID=false")
             if new != text:
                 out.append(FileEdit(default, new, "boot loader: /etc/default/grub command line for the target"))
         return out
-
-
-def _fix_linux(args: str, rename: Rename) -> str:
-    # "$kernelopts" alone is grubenv's, fixed there; anything beside it is a command line of its own.
-    return args if args.strip() == "$kernelopts" else fix_cmdline(args, rename)
 
 
 class GrubDebian(_Grub):
