@@ -9,9 +9,11 @@ and the kernel can mount the file system in it. The FUSE loop runs in a thread o
 from __future__ import annotations
 
 import bisect
+import ctypes
 import errno
 import logging
 import os
+import signal
 import stat
 import threading
 import time
@@ -24,6 +26,54 @@ from rehost.conversion.lvm import Extent
 from rehost.errors import ConversionError
 
 log = logging.getLogger(__name__)
+
+# libfuse's fuse_main, which fusepy runs, installs its own handlers for SIGHUP, SIGINT and SIGTERM and
+# ignores SIGPIPE while it runs, and on its way out sets to the default action every one it finds still
+# its own, SIGPIPE included, which Python itself ignores: a process that mounted a map would then die of
+# the next write to a closed socket, and lose its own SIGTERM handling. The dispositions in force before
+# the first map is mounted are put back once its loop runs and again after the last map is gone.
+_FUSE_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
+_libc = ctypes.CDLL(None, use_errno=True)
+_signals_lock = threading.Lock()
+_signals_saved: dict[int, ctypes.Array[ctypes.c_char]] = {}
+_maps_open = 0
+
+
+def _dispositions() -> dict[int, ctypes.Array[ctypes.c_char]]:
+    """The kernel's action for each of `_FUSE_SIGNALS`, as opaque ``struct sigaction`` buffers."""
+    out = {}
+    for sig in _FUSE_SIGNALS:
+        buf = ctypes.create_string_buffer(256)  # struct sigaction is 152 bytes on x86_64 glibc
+        if _libc.sigaction(int(sig), None, buf) != 0:
+            raise OSError(ctypes.get_errno(), "sigaction")
+        out[int(sig)] = buf
+    return out
+
+
+def _restore_signals() -> None:
+    for sig, buf in _signals_saved.items():
+        _libc.sigaction(sig, buf, None)
+
+
+def _map_opening() -> None:
+    global _maps_open
+    with _signals_lock:
+        if _maps_open == 0:
+            _signals_saved.clear()
+            _signals_saved.update(_dispositions())
+        _maps_open += 1
+
+
+def _map_running() -> None:
+    with _signals_lock:
+        _restore_signals()
+
+
+def _map_closed() -> None:
+    global _maps_open
+    with _signals_lock:
+        _restore_signals()
+        _maps_open -= 1
 
 
 class ReadSource(Protocol):
@@ -106,8 +156,13 @@ class MappedFiles:
         files_ = self.files
         now = time.time()
 
+        running = threading.Event()
+
         class Ops(Operations):  # type: ignore[misc]
             use_ns = True
+
+            def init(self, path: str) -> None:  # called by the loop, after fuse_main set its handlers
+                running.set()
 
             def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
                 if path == "/":
@@ -158,13 +213,17 @@ class MappedFiles:
             target=lambda: FUSE(Ops(), str(self.mountpoint), foreground=True, nothreads=False,
                                 direct_io=False, fsname="rehost-lvm"),
             name="rehost-fusemap", daemon=True)
+        _map_opening()
         self._thread.start()
         deadline = time.monotonic() + 10
-        while not os.path.ismount(self.mountpoint):
+        while not (running.is_set() and os.path.ismount(self.mountpoint)):
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._thread.join(timeout=5)
+                _map_closed()
                 self._close_files()
                 raise ConversionError(f"could not mount the FUSE map at {self.mountpoint} (is /dev/fuse there?)")
             time.sleep(0.02)
+        _map_running()
 
     def path(self, name: str) -> Path:
         return self.mountpoint / name
@@ -186,4 +245,5 @@ class MappedFiles:
                     run(["umount", "--lazy", str(self.mountpoint)], timeout=60)
                 time.sleep(0.1 * (attempt + 1))
         self._thread.join(timeout=30)
+        _map_closed()
         self._close_files()
